@@ -1,0 +1,64 @@
+//! AlexNet as torchvision builds it (Krizhevsky et al., 2012, "one weird trick" variant):
+//! <https://arxiv.org/abs/1404.5997>. Parameter names follow torchvision's state dict
+//! (`features.{0,3,6,8,10}`, `classifier.{1,4,6}`), so its weights load by name.
+
+use tch::nn::{self, ModuleT};
+use tch::Tensor;
+
+#[derive(Debug)]
+pub struct AlexNet {
+    convs: Vec<nn::Conv2D>,
+    fc6: nn::Linear,
+    fc7: nn::Linear,
+    fc8: nn::Linear,
+}
+
+impl AlexNet {
+    pub fn new(p: &nn::Path, num_classes: i64) -> Self {
+        let f = p / "features";
+        let conv = |name: &str, i, o, k, stride, padding| {
+            nn::conv2d(&f / name, i, o, k, nn::ConvConfig { stride, padding, ..Default::default() })
+        };
+        let convs = vec![
+            conv("0", 3, 64, 11, 4, 2),
+            conv("3", 64, 192, 5, 1, 2),
+            conv("6", 192, 384, 3, 1, 1),
+            conv("8", 384, 256, 3, 1, 1),
+            conv("10", 256, 256, 3, 1, 1),
+        ];
+        let c = p / "classifier";
+        let (ws_init, bs_init) = super::last_layer_init();
+        Self {
+            convs,
+            fc6: nn::linear(&c / "1", 256 * 6 * 6, 4096, Default::default()),
+            fc7: nn::linear(&c / "4", 4096, 4096, Default::default()),
+            fc8: nn::linear(&c / "6", 4096, num_classes, nn::LinearConfig { ws_init, bs_init: Some(bs_init), bias: true }),
+        }
+    }
+
+    /// conv1..conv5 with their ReLUs and pools, then torchvision's adaptive 6x6 average pool.
+    /// # Shapes
+    /// `[N, 3, 227, 227]` -> `[N, 9216]`
+    pub fn features(&self, xs: &Tensor) -> Tensor {
+        let pool = |x: Tensor| x.max_pool2d([3, 3], [2, 2], [0, 0], [1, 1], false);
+        let x = pool(xs.apply(&self.convs[0]).relu()); // [N, 64, 27, 27]
+        let x = pool(x.apply(&self.convs[1]).relu()); // [N, 192, 13, 13]
+        let x = x.apply(&self.convs[2]).relu();
+        let x = x.apply(&self.convs[3]).relu();
+        let x = pool(x.apply(&self.convs[4]).relu()); // [N, 256, 6, 6]
+        x.adaptive_avg_pool2d([6, 6]).flatten(1, -1)
+    }
+}
+
+impl ModuleT for AlexNet {
+    fn forward_t(&self, xs: &Tensor, train: bool) -> Tensor {
+        self.features(xs)
+            .dropout(0.5, train)
+            .apply(&self.fc6)
+            .relu()
+            .dropout(0.5, train)
+            .apply(&self.fc7)
+            .relu()
+            .apply(&self.fc8)
+    }
+}

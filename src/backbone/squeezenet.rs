@@ -1,0 +1,87 @@
+//! SqueezeNet 1.1 (Iandola et al., 2016, <https://arxiv.org/abs/1602.07360>) as torchvision
+//! builds it: ceil-mode max pools, Fire modules at `features.{3,4,6,7,9,10,11,12}`, and a
+//! classifier of dropout, a 1x1 conv (`classifier.1`, the stand-in for fc8), ReLU and global
+//! average pooling.
+
+use tch::nn::{self, ModuleT};
+use tch::Tensor;
+
+#[derive(Debug)]
+struct Fire {
+    squeeze: nn::Conv2D,
+    expand1x1: nn::Conv2D,
+    expand3x3: nn::Conv2D,
+}
+
+impl Fire {
+    fn new(p: nn::Path, inp: i64, squeeze: i64, e1: i64, e3: i64) -> Self {
+        let pad1 = nn::ConvConfig { padding: 1, ..Default::default() };
+        Self {
+            squeeze: nn::conv2d(&p / "squeeze", inp, squeeze, 1, Default::default()),
+            expand1x1: nn::conv2d(&p / "expand1x1", squeeze, e1, 1, Default::default()),
+            expand3x3: nn::conv2d(&p / "expand3x3", squeeze, e3, 3, pad1),
+        }
+    }
+
+    fn forward(&self, xs: &Tensor) -> Tensor {
+        let s = xs.apply(&self.squeeze).relu();
+        Tensor::cat(&[s.apply(&self.expand1x1).relu(), s.apply(&self.expand3x3).relu()], 1)
+    }
+}
+
+#[derive(Debug)]
+pub struct SqueezeNet {
+    conv1: nn::Conv2D,
+    fires: Vec<(usize, Fire)>,
+    last: nn::Conv2D,
+}
+
+impl SqueezeNet {
+    pub fn new(p: &nn::Path, num_classes: i64) -> Self {
+        let f = p / "features";
+        let fire = |i: usize, inp, s, e| (i, Fire::new(&f / i.to_string(), inp, s, e, e));
+        let (ws_init, bs_init) = super::last_layer_init();
+        let last_cfg = nn::ConvConfig { ws_init, bs_init, ..Default::default() };
+        Self {
+            conv1: nn::conv2d(&f / "0", 3, 64, 3, nn::ConvConfig { stride: 2, ..Default::default() }),
+            fires: vec![
+                fire(3, 64, 16, 64),
+                fire(4, 128, 16, 64),
+                fire(6, 128, 32, 128),
+                fire(7, 256, 32, 128),
+                fire(9, 256, 48, 192),
+                fire(10, 384, 48, 192),
+                fire(11, 384, 64, 256),
+                fire(12, 512, 64, 256),
+            ],
+            last: nn::conv2d(p / "classifier" / "1", 512, num_classes, 1, last_cfg),
+        }
+    }
+
+    /// Everything before the classifier.
+    /// # Shapes
+    /// `[N, 3, 227, 227]` -> `[N, 512, 13, 13]`
+    pub fn features(&self, xs: &Tensor) -> Tensor {
+        let pool = |x: Tensor| x.max_pool2d([3, 3], [2, 2], [0, 0], [1, 1], true);
+        let mut x = xs.apply(&self.conv1).relu();
+        for (i, fire) in &self.fires {
+            // torchvision's max pools sit at features.2, .5 and .8, before fires 3, 6 and 9.
+            if matches!(i, 3 | 6 | 9) {
+                x = pool(x);
+            }
+            x = fire.forward(&x);
+        }
+        x
+    }
+}
+
+impl ModuleT for SqueezeNet {
+    fn forward_t(&self, xs: &Tensor, train: bool) -> Tensor {
+        self.features(xs)
+            .dropout(0.5, train)
+            .apply(&self.last)
+            .relu()
+            .adaptive_avg_pool2d([1, 1])
+            .flatten(1, -1)
+    }
+}

@@ -1,0 +1,173 @@
+//! The run's configuration in one place: `TrainConfig::default()` is the paper's protocol
+//! (PAPER.md, read from the authors' Caffe solver and prototxt files).
+
+use std::path::PathBuf;
+
+use anyhow::{bail, Result};
+use serde::{Deserialize, Serialize};
+
+use crate::backbone::Backbone;
+
+/// Where the run's tensors live.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum DeviceChoice {
+    Cpu,
+    Cuda,
+    /// CUDA when a GPU is visible, else CPU.
+    Auto,
+}
+
+/// Everything one source->target training run depends on. Written into `run.json` before
+/// the first step; an experiment spec or `train --config` sets any field by name.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TrainConfig {
+    /// Folder holding one folder per domain (Office-31 or Office-Caltech10 layout).
+    pub data_root: PathBuf,
+    /// Labelled domain, e.g. `amazon`.
+    pub source: String,
+    /// Unlabelled domain, evaluated every `eval_every` iterations.
+    pub target: String,
+    /// Network; paper: BVLC Reference CaffeNet.
+    pub backbone: Backbone,
+    /// ImageNet-pretrained weights (`.safetensors`), loaded strictly by name.
+    pub weights: PathBuf,
+    /// Weight of the CORAL loss; paper: per shift (A->W 0.8, ...), 0 = no adaptation.
+    pub lambda: f64,
+    /// SGD iterations; paper: 2000.
+    pub iterations: usize,
+    /// Images per domain per iteration (source and target alike); paper: 128.
+    pub batch_size: usize,
+    /// Base learning rate; paper: 1e-3.
+    pub lr: f64,
+    /// Learning rate is multiplied by `lr_gamma` every `lr_step` iterations; paper: 500.
+    pub lr_step: usize,
+    /// Step factor; paper: 0.1.
+    pub lr_gamma: f64,
+    /// SGD momentum; paper: 0.9.
+    pub momentum: f64,
+    /// L2 weight decay on weights (not biases); paper: 5e-4.
+    pub weight_decay: f64,
+    /// Evaluate the whole target domain every this many iterations; paper: 50.
+    pub eval_every: usize,
+    /// Seeds initialisation of the new last layer, dropout, sampling and augmentation.
+    pub seed: u64,
+    /// cpu, cuda or auto.
+    pub device: DeviceChoice,
+    /// libtorch intra-op threads; 0 = libtorch's default (one per core).
+    pub threads: usize,
+    /// Skip (and record) images that fail to decode instead of stopping.
+    pub skip_bad_images: bool,
+    /// Save a resumable checkpoint every this many iterations; 0 = never.
+    pub checkpoint_every: usize,
+}
+
+impl Default for TrainConfig {
+    fn default() -> Self {
+        Self {
+            data_root: PathBuf::from("data/office31"),
+            source: "amazon".into(),
+            target: "webcam".into(),
+            backbone: Backbone::Caffenet,
+            weights: PathBuf::from("weights/caffenet-imagenet.safetensors"),
+            lambda: 0.8,
+            iterations: 2000,
+            batch_size: 128,
+            lr: 1e-3,
+            lr_step: 500,
+            lr_gamma: 0.1,
+            momentum: 0.9,
+            weight_decay: 5e-4,
+            eval_every: 50,
+            seed: 1,
+            device: DeviceChoice::Auto,
+            threads: 0,
+            skip_bad_images: false,
+            checkpoint_every: 0,
+        }
+    }
+}
+
+impl TrainConfig {
+    /// Caffe's "step" policy: lr * gamma^floor(iter / step).
+    pub fn lr_at(&self, iter: usize) -> f64 {
+        self.lr * self.lr_gamma.powi((iter / self.lr_step) as i32)
+    }
+
+    /// Rejects values the run cannot use, naming the value and what was expected.
+    pub fn validate(&self) -> Result<()> {
+        if !self.lambda.is_finite() || self.lambda < 0.0 {
+            bail!("lambda must be a finite number >= 0, got {}", self.lambda);
+        }
+        if self.batch_size < 2 {
+            bail!(
+                "batch size must be at least 2 (the covariance needs two rows), got {}",
+                self.batch_size
+            );
+        }
+        if self.iterations == 0 {
+            bail!("iterations must be positive, got 0");
+        }
+        if self.eval_every == 0 {
+            bail!("eval interval (--eval-every) must be positive, got 0");
+        }
+        if self.lr_step == 0 {
+            bail!("lr_step must be positive, got 0");
+        }
+        for (name, v) in [("lr", self.lr), ("lr_gamma", self.lr_gamma), ("momentum", self.momentum), ("weight_decay", self.weight_decay)] {
+            if !v.is_finite() || v < 0.0 {
+                bail!("{name} must be a finite number >= 0, got {v}");
+            }
+        }
+        if self.source == self.target {
+            bail!("source and target are the same domain ({:?})", self.source);
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn default_is_the_papers_protocol() {
+        let c = TrainConfig::default();
+        assert_eq!((c.iterations, c.batch_size, c.eval_every, c.lr_step), (2000, 128, 50, 500));
+        assert_eq!((c.lr, c.momentum, c.weight_decay, c.lr_gamma), (1e-3, 0.9, 5e-4, 0.1));
+        c.validate().unwrap();
+    }
+
+    #[test]
+    fn lr_steps_every_500_iterations() {
+        let c = TrainConfig::default();
+        assert_eq!(c.lr_at(0), 1e-3);
+        assert_eq!(c.lr_at(499), 1e-3);
+        assert!((c.lr_at(500) - 1e-4).abs() < 1e-15);
+        assert!((c.lr_at(1999) - 1e-6).abs() < 1e-18);
+    }
+
+    #[test]
+    fn rejects_bad_values_by_name() {
+        let bad = |f: fn(&mut TrainConfig)| {
+            let mut c = TrainConfig::default();
+            f(&mut c);
+            c.validate().unwrap_err().to_string()
+        };
+        assert!(bad(|c| c.lambda = -1.0).contains("lambda"));
+        assert!(bad(|c| c.lambda = f64::NAN).contains("lambda"));
+        assert!(bad(|c| c.batch_size = 1).contains("batch size"));
+        assert!(bad(|c| c.iterations = 0).contains("iterations"));
+        assert!(bad(|c| c.eval_every = 0).contains("eval"));
+    }
+
+    #[test]
+    fn unknown_keys_are_an_error() {
+        let err = serde_json::from_str::<TrainConfig>(r#"{"lamda": 0.8}"#).unwrap_err();
+        assert!(err.to_string().contains("lamda"), "{err}");
+        let c: TrainConfig = serde_json::from_str(r#"{"lambda": 0.5, "backbone": "squeezenet1_1"}"#).unwrap();
+        assert_eq!(c.lambda, 0.5);
+        assert_eq!(c.backbone, Backbone::Squeezenet1_1);
+    }
+}
