@@ -34,12 +34,23 @@ pub fn read_safetensors(path: &Path) -> Result<Vec<(String, Tensor)>> {
 /// Copies the pretrained tensors in `path` into `vs`, which holds `backbone` with its new last
 /// layer. Tensors are converted to the variables' dtype and device.
 pub fn load_pretrained(vs: &mut nn::VarStore, path: &Path, backbone: Backbone) -> Result<()> {
+    load(vs, path, backbone, true)
+}
+
+/// Copies every tensor of `path`, the last layer included, into `vs` (same strictness): for
+/// checking a backbone against its reference implementation with the reference's own head.
+pub fn load_full(vs: &mut nn::VarStore, path: &Path, backbone: Backbone) -> Result<()> {
+    load(vs, path, backbone, false)
+}
+
+fn load(vs: &mut nn::VarStore, path: &Path, backbone: Backbone, replace_last: bool) -> Result<()> {
     let file: BTreeMap<String, Tensor> = read_safetensors(path)?.into_iter().collect();
     let vars = vs.variables();
+    let skip = |name: &str| replace_last && backbone.is_last_layer(name);
     let mut missing = Vec::new();
     let mut misshaped = Vec::new();
     for (name, var) in &vars {
-        if backbone.is_last_layer(name) {
+        if skip(name) {
             continue;
         }
         match file.get(name) {
@@ -52,7 +63,7 @@ pub fn load_pretrained(vs: &mut nn::VarStore, path: &Path, backbone: Backbone) -
     }
     let unexpected: Vec<String> = file
         .iter()
-        .filter(|(name, _)| !vars.contains_key(*name) && !backbone.is_last_layer(name))
+        .filter(|(name, _)| !vars.contains_key(*name) && !skip(name))
         .map(|(name, t)| format!("{name} {:?}", t.size()))
         .collect();
     if !(missing.is_empty() && misshaped.is_empty() && unexpected.is_empty()) {
@@ -66,7 +77,7 @@ pub fn load_pretrained(vs: &mut nn::VarStore, path: &Path, backbone: Backbone) -
     }
     tch::no_grad(|| {
         for (name, var) in &vars {
-            if let Some(t) = file.get(name).filter(|_| !backbone.is_last_layer(name)) {
+            if let Some(t) = file.get(name).filter(|_| !skip(name)) {
                 let mut var = var.shallow_clone();
                 var.copy_(&t.to_kind(var.kind()).to_device(var.device()));
             }

@@ -1,0 +1,52 @@
+# deep-coral: `make reproduce` runs the main job, `make test` the tests; each sets itself up.
+SHELL := /bin/bash
+VENV := .venv
+PY := $(VENV)/bin/python
+TORCH := torch==2.11.0 torchvision==0.26.0
+BIN := target/release/deep-coral
+EXPERIMENT ?= office31
+RESULTS ?= results
+JOBS ?= 1
+OFFICE31 ?=
+SWEEP_FLAGS ?=
+
+.PHONY: setup build test reproduce data weights sweep report plot bench clean-venv
+
+# libtorch comes from the PyPI torch wheel (PyTorch 2.11, the build the GPU machines carry);
+# .venv/libtorch points at it for torch-sys (see .cargo/config.toml).
+setup: $(VENV)/.ready
+$(VENV)/.ready:
+	python3 -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q $(TORCH) safetensors numpy
+	ln -sfn "$$($(PY) -c 'import os, torch; print(os.path.dirname(torch.__file__))')" $(VENV)/libtorch
+	touch $@
+
+build: setup
+	cargo build --release
+
+test: setup
+	cargo test --no-fail-fast
+
+# The main job: set-up, data, weights, sweep, report and plots for $(EXPERIMENT).
+reproduce: build
+	@if [ "$(EXPERIMENT)" = office31 ]; then $(MAKE) --no-print-directory data weights; fi
+	$(MAKE) --no-print-directory sweep report plot
+
+data: build
+	bash scripts/fetch_office31.sh "$(OFFICE31)"
+
+weights: build
+	DEEP_CORAL=$(BIN) bash scripts/fetch_weights.sh
+
+sweep: build
+	$(BIN) sweep experiments/$(EXPERIMENT).json --out $(RESULTS) --jobs $(JOBS) $(SWEEP_FLAGS)
+
+report: build
+	$(BIN) report $(RESULTS)/$(EXPERIMENT)
+
+plot: build
+	$(BIN) plot $(RESULTS)/$(EXPERIMENT)
+
+clean-venv:
+	rm -rf $(VENV)
