@@ -7,3 +7,7 @@
 pub mod config;
 /// The networks: AlexNet, CaffeNet, SqueezeNet 1.1, behind one registry enum.
 pub mod backbone;
+/// Caffe's binary `.caffemodel` -> `.safetensors` (current and legacy V1 layer formats).
+pub mod caffe;
+/// What a weights file holds and which backbones it fits (`weights inspect`).
+pub mod inspect;
