@@ -5,9 +5,29 @@
 
 /// The run's configuration; `Default` is the paper's protocol.
 pub mod config;
+/// Device, threads, random streams, allocator setting, stop flag.
+pub mod runtime;
+/// A domain on disk: class folders, sorted classes, the source/target class check.
+pub mod domain;
+/// Decoding every image once into 256x256 RGB bytes.
+pub mod images;
+/// Shuffled epochs, random crops and mirrors, normalisation into tensors.
+pub mod batches;
 /// The networks: AlexNet, CaffeNet, SqueezeNet 1.1, behind one registry enum.
 pub mod backbone;
+/// Strict loading of pretrained weights by name; the new last layer.
+pub mod weights;
 /// Caffe's binary `.caffemodel` -> `.safetensors` (current and legacy V1 layer formats).
 pub mod caffe;
 /// What a weights file holds and which backbones it fits (`weights inspect`).
 pub mod inspect;
+/// The CORAL loss (Eq. 1-2) and its closed-form gradient (Eq. 4).
+pub mod coral;
+/// Caffe's SGD with the paper's learning-rate and decay multipliers.
+pub mod optim;
+/// Whole-domain evaluation (centre crop, eval mode).
+pub mod eval;
+/// The one training loop.
+pub mod train;
+/// metrics.csv rows and run.json.
+pub mod metrics;

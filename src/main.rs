@@ -1,1 +1,157 @@
-fn main() {}
+//! `deep-coral`: train one Deep CORAL run, sweep an experiment grid, report and plot results,
+//! import and inspect weights. Exit codes: 0 done, 1 error, 3 diverged, 130 interrupted.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::{Context, Result};
+use clap::{Args, Parser, Subcommand};
+
+use deep_coral::backbone::Backbone;
+use deep_coral::config::{DeviceChoice, TrainConfig};
+use deep_coral::metrics::{RunRecord, Status};
+use deep_coral::{runtime, train};
+
+#[derive(Parser)]
+#[command(name = "deep-coral", version, about = "Deep CORAL (Sun & Saenko, 2016) experiment runner on libtorch")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Train one source->target run; writes metrics.csv and run.json into --out.
+    Train(TrainArgs),
+}
+
+/// Flags of `train`; any flag not given keeps the value from `--config`, else the paper's.
+#[derive(Args)]
+struct TrainArgs {
+    /// JSON file with a full or partial TrainConfig (unknown keys are an error).
+    #[arg(long)]
+    config: Option<PathBuf>,
+    /// Folder holding the domain folders.
+    #[arg(long)]
+    data_root: Option<PathBuf>,
+    /// Labelled source domain (e.g. amazon).
+    #[arg(long)]
+    source: Option<String>,
+    /// Unlabelled target domain (e.g. webcam).
+    #[arg(long)]
+    target: Option<String>,
+    #[arg(long, value_enum)]
+    backbone: Option<Backbone>,
+    /// Pretrained weights (.safetensors).
+    #[arg(long)]
+    weights: Option<PathBuf>,
+    /// CORAL weight; 0 trains without adaptation.
+    #[arg(long = "lambda", allow_negative_numbers = true)]
+    lambda: Option<f64>,
+    /// Output folder of the run.
+    #[arg(long)]
+    out: PathBuf,
+    /// Training iterations (paper: 2000).
+    #[arg(long, allow_negative_numbers = true)]
+    iterations: Option<i64>,
+    /// Images per domain per iteration (paper: 128).
+    #[arg(long, allow_negative_numbers = true)]
+    batch_size: Option<i64>,
+    /// Base learning rate (paper: 1e-3, x0.1 every 500 iterations).
+    #[arg(long)]
+    lr: Option<f64>,
+    /// Iterations between learning-rate steps (paper: 500).
+    #[arg(long)]
+    lr_step: Option<usize>,
+    /// Iterations between evaluations of the whole target domain (paper: 50).
+    #[arg(long, allow_negative_numbers = true)]
+    eval_every: Option<i64>,
+    #[arg(long)]
+    seed: Option<u64>,
+    #[arg(long, value_enum)]
+    device: Option<DeviceChoice>,
+    /// libtorch threads; 0 = one per core.
+    #[arg(long)]
+    threads: Option<usize>,
+    /// Skip images that fail to decode (recorded in run.json) instead of stopping.
+    #[arg(long)]
+    skip_bad_images: bool,
+    /// Save a resumable checkpoint every N iterations.
+    #[arg(long)]
+    checkpoint_every: Option<usize>,
+    /// Continue the interrupted run in --out from its checkpoint (its run.json gives the config).
+    #[arg(long, conflicts_with = "config")]
+    resume: bool,
+    /// Replace a finished run in --out.
+    #[arg(long)]
+    force: bool,
+}
+
+impl TrainArgs {
+    fn config(&self) -> Result<TrainConfig> {
+        let mut c = if self.resume {
+            RunRecord::read(&self.out.join("run.json"))
+                .with_context(|| format!("--resume needs the run.json of an earlier run in {}", self.out.display()))?
+                .config
+        } else if let Some(path) = &self.config {
+            let text = std::fs::read_to_string(path).with_context(|| format!("reading config {}", path.display()))?;
+            serde_json::from_str(&text).with_context(|| format!("parsing config {}", path.display()))?
+        } else {
+            TrainConfig::default()
+        };
+        let positive = |name: &str, v: Option<i64>| -> Result<Option<usize>> {
+            match v {
+                Some(v) if v <= 0 => anyhow::bail!("--{name} must be positive, got {v}"),
+                v => Ok(v.map(|v| v as usize)),
+            }
+        };
+        macro_rules! set {
+            ($($field:ident),*) => { $(if let Some(v) = self.$field.clone() { c.$field = v; })* };
+        }
+        set!(data_root, source, target, backbone, weights, lambda, lr, lr_step, seed, device, threads, checkpoint_every);
+        if let Some(v) = positive("iterations", self.iterations)? {
+            c.iterations = v;
+        }
+        if let Some(v) = self.batch_size {
+            anyhow::ensure!(v >= 2, "--batch-size must be at least 2 (the covariance needs two rows), got {v}");
+            c.batch_size = v as usize;
+        }
+        if let Some(v) = positive("eval-every", self.eval_every)? {
+            c.eval_every = v;
+        }
+        c.skip_bad_images |= self.skip_bad_images;
+        c.validate()?;
+        Ok(c)
+    }
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    runtime::keep_freed_memory();
+    match dispatch(cli) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::from(1)
+        }
+    }
+}
+
+fn dispatch(cli: Cli) -> Result<ExitCode> {
+    match cli.command {
+        Command::Train(args) => {
+            let cfg = args.config()?;
+            let stop = runtime::stop_flag();
+            let start = if args.resume { train::Start::Resume } else { train::Start::Fresh { force: args.force } };
+            let record = train::run(&cfg, &args.out, start, &stop)?;
+            let acc = record.final_target_acc.map_or("-".into(), |a| format!("{:.4}", a));
+            eprintln!("{:?}: {} -> {} lambda {} target acc {acc} ({})", record.status, cfg.source, cfg.target, cfg.lambda, args.out.display());
+            Ok(match record.status {
+                Status::Done => ExitCode::SUCCESS,
+                Status::Diverged => ExitCode::from(3),
+                Status::Interrupted => ExitCode::from(130),
+                Status::Running | Status::Failed => ExitCode::from(1),
+            })
+        }
+    }
+}

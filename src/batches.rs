@@ -1,0 +1,180 @@
+//! Bytes -> tensors: per-domain epochs reshuffled each pass (as Caffe's shuffling image-data
+//! layer), paired source/target batches of equal size, random 227x227 crops and mirrors for
+//! training, the centre crop for evaluation, then the backbone's normalisation.
+
+use rand::seq::SliceRandom;
+use rand::Rng;
+use rand_chacha::ChaCha8Rng;
+use rayon::prelude::*;
+use serde::{Deserialize, Serialize};
+use tch::{Device, Tensor};
+
+use crate::backbone::InputConvention;
+use crate::images::{ImageSet, STORED};
+
+/// Walks a domain in shuffled order, one pass (epoch) after another; a batch that runs past
+/// the end of a pass takes the rest from a freshly shuffled next pass.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct EpochSampler {
+    order: Vec<usize>,
+    pos: usize,
+    /// Images drawn so far, over all passes.
+    pub drawn: u64,
+    /// The sampler's own random stream, saved with it in checkpoints.
+    rng: ChaCha8Rng,
+}
+
+impl EpochSampler {
+    pub fn new(len: usize, mut rng: ChaCha8Rng) -> Self {
+        let mut order: Vec<usize> = (0..len).collect();
+        order.shuffle(&mut rng);
+        Self { order, pos: 0, drawn: 0, rng }
+    }
+
+    /// The next `n` image indices.
+    pub fn next(&mut self, n: usize) -> Vec<usize> {
+        let mut out = Vec::with_capacity(n);
+        while out.len() < n {
+            if self.pos == self.order.len() {
+                self.order.shuffle(&mut self.rng);
+                self.pos = 0;
+            }
+            out.push(self.order[self.pos]);
+            self.pos += 1;
+        }
+        self.drawn += n as u64;
+        out
+    }
+
+    /// Passes completed over the domain, fractional.
+    pub fn epoch(&self) -> f64 {
+        self.drawn as f64 / self.order.len() as f64
+    }
+}
+
+/// Where to cut a `crop`x`crop` window out of a stored 256x256 image, and whether to mirror it.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct View {
+    pub top: usize,
+    pub left: usize,
+    pub mirror: bool,
+}
+
+impl View {
+    /// A uniformly random crop position and a fair coin for the mirror (Caffe's `crop_size`
+    /// and `mirror: true` in TRAIN phase).
+    pub fn random(crop: usize, rng: &mut ChaCha8Rng) -> View {
+        let room = STORED - crop;
+        View { top: rng.gen_range(0..=room), left: rng.gen_range(0..=room), mirror: rng.gen_bool(0.5) }
+    }
+
+    /// The centre crop (Caffe's TEST phase).
+    pub fn centre(crop: usize) -> View {
+        let off = (STORED - crop) / 2;
+        View { top: off, left: off, mirror: false }
+    }
+}
+
+/// Cuts `views[i]` out of image `indices[i]`, normalises each pixel by the backbone's
+/// convention, `x = (p * scale − mean_c) / std_c` with channels in the network's order, and
+/// returns a float `[n, 3, crop, crop]` tensor on `device`.
+pub fn to_tensor(set: &ImageSet, indices: &[usize], views: &[View], input: &InputConvention, device: Device) -> Tensor {
+    assert_eq!(indices.len(), views.len());
+    let crop = input.crop;
+    let per_image = 3 * crop * crop;
+    // out_c = p * a_c + b_c, from the network's channel c, which reads RGB plane src_c.
+    let a: [f32; 3] = std::array::from_fn(|c| input.scale / input.std[c]);
+    let b: [f32; 3] = std::array::from_fn(|c| -input.mean[c] / input.std[c]);
+    let src_plane = |c: usize| if input.bgr { 2 - c } else { c };
+    let mut buf = vec![0f32; indices.len() * per_image];
+    buf.par_chunks_mut(per_image).zip(indices.par_iter().zip(views.par_iter())).for_each(|(out, (&i, v))| {
+        let img = set.image(i);
+        for c in 0..3 {
+            let plane = &img[src_plane(c) * STORED * STORED..][..STORED * STORED];
+            for y in 0..crop {
+                let row = &plane[(v.top + y) * STORED + v.left..][..crop];
+                let dst = &mut out[(c * crop + y) * crop..][..crop];
+                if v.mirror {
+                    for (d, &p) in dst.iter_mut().zip(row.iter().rev()) {
+                        *d = p as f32 * a[c] + b[c];
+                    }
+                } else {
+                    for (d, &p) in dst.iter_mut().zip(row) {
+                        *d = p as f32 * a[c] + b[c];
+                    }
+                }
+            }
+        }
+    });
+    Tensor::from_slice(&buf).view([indices.len() as i64, 3, crop as i64, crop as i64]).to_device(device)
+}
+
+/// Labels of `indices` as an int64 tensor on `device`.
+pub fn labels(set: &ImageSet, indices: &[usize], device: Device) -> Tensor {
+    let l: Vec<i64> = indices.iter().map(|&i| set.labels[i]).collect();
+    Tensor::from_slice(&l).to_device(device)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::backbone::{CAFFE_INPUT, TORCHVISION_INPUT};
+    use crate::images::IMAGE_BYTES;
+    use rand::SeedableRng;
+
+    #[test]
+    fn every_image_once_per_epoch_then_reshuffled() {
+        let mut s = EpochSampler::new(10, ChaCha8Rng::seed_from_u64(1));
+        let first: Vec<usize> = (0..5).flat_map(|_| s.next(2)).collect();
+        let mut sorted = first.clone();
+        sorted.sort();
+        assert_eq!(sorted, (0..10).collect::<Vec<_>>());
+        let second = s.next(10);
+        assert_ne!(first, second, "reshuffled");
+        assert_eq!(s.epoch(), 2.0);
+        // A batch larger than the domain spans passes.
+        assert_eq!(s.next(25).len(), 25);
+    }
+
+    /// A 256x256 image whose value encodes (channel, y, x) lets us check crops and mirrors.
+    fn gradient_set() -> ImageSet {
+        let mut px = vec![0u8; IMAGE_BYTES];
+        for c in 0..3 {
+            for y in 0..STORED {
+                for x in 0..STORED {
+                    px[(c * STORED + y) * STORED + x] = ((x + 2 * y + 50 * c) % 256) as u8;
+                }
+            }
+        }
+        ImageSet { pixels: px, labels: vec![3], skipped: vec![] }
+    }
+
+    #[test]
+    fn crops_mirror_and_normalise() {
+        let set = gradient_set();
+        let v = View { top: 5, left: 7, mirror: false };
+        let t = to_tensor(&set, &[0], &[v], &CAFFE_INPUT, Device::Cpu);
+        assert_eq!(t.size(), [1, 3, 227, 227]);
+        // Network channel 0 is B = RGB plane 2, minus the B mean 104.
+        let p = |c: usize, y: usize, x: usize| ((x + 2 * y + 50 * c) % 256) as f64;
+        assert_eq!(t.double_value(&[0, 0, 0, 0]), p(2, 5, 7) - 104.0);
+        assert_eq!(t.double_value(&[0, 2, 3, 4]), p(0, 8, 11) - 122.7f32 as f64);
+        let m = to_tensor(&set, &[0], &[View { mirror: true, ..v }], &CAFFE_INPUT, Device::Cpu);
+        assert_eq!(m.double_value(&[0, 1, 0, 0]), p(1, 5, 7 + 226) - 116.7f32 as f64);
+        let tv = to_tensor(&set, &[0], &[View::centre(227)], &TORCHVISION_INPUT, Device::Cpu);
+        let want = ((p(0, 14, 14) / 255.0) as f32 - 0.485) / 0.229;
+        assert!((tv.double_value(&[0, 0, 0, 0]) - want as f64).abs() < 1e-5);
+        assert_eq!(labels(&set, &[0, 0], Device::Cpu).size(), [2]);
+    }
+
+    #[test]
+    fn random_views_stay_inside_the_image() {
+        let mut rng = ChaCha8Rng::seed_from_u64(2);
+        let views: Vec<View> = (0..1000).map(|_| View::random(227, &mut rng)).collect();
+        assert!(views.iter().all(|v| v.top <= 29 && v.left <= 29));
+        assert!(views.iter().any(|v| v.top == 29) && views.iter().any(|v| v.left == 0));
+        let mirrored = views.iter().filter(|v| v.mirror).count();
+        assert!((400..600).contains(&mirrored), "{mirrored}");
+        assert_eq!(View::centre(227), View { top: 14, left: 14, mirror: false });
+    }
+}

@@ -1,0 +1,38 @@
+//! Whole-domain evaluation: every image once, centre crop, eval mode (no dropout), no autograd.
+
+use tch::nn::ModuleT;
+use tch::{Device, Kind, Reduction};
+
+use crate::backbone::InputConvention;
+use crate::batches::{self, View};
+use crate::images::ImageSet;
+
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Evaluation {
+    /// Fraction of images whose arg-max output is their label.
+    pub accuracy: f64,
+    /// Mean cross-entropy.
+    pub loss: f64,
+}
+
+/// Evaluates `net` on all of `set`, `chunk` images at a time.
+pub fn evaluate(net: &dyn ModuleT, set: &ImageSet, input: &InputConvention, device: Device, chunk: usize) -> Evaluation {
+    let mut correct = 0i64;
+    let mut loss_sum = 0f64;
+    let all: Vec<usize> = (0..set.len()).collect();
+    tch::no_grad(|| {
+        for idx in all.chunks(chunk.max(1)) {
+            let views = vec![View::centre(input.crop); idx.len()];
+            let xs = batches::to_tensor(set, idx, &views, input, device);
+            let ys = batches::labels(set, idx, device);
+            let logits = net.forward_t(&xs, false);
+            correct += logits.argmax(-1, false).eq_tensor(&ys).sum(Kind::Int64).int64_value(&[]);
+            loss_sum += logits
+                .log_softmax(-1, Kind::Float)
+                .g_nll_loss::<tch::Tensor>(&ys, None, Reduction::Sum, -100)
+                .double_value(&[]);
+        }
+    });
+    let n = set.len() as f64;
+    Evaluation { accuracy: correct as f64 / n, loss: loss_sum / n }
+}

@@ -1,0 +1,280 @@
+//! CSV rows and the run record: `MetricsRow` is the schema of `metrics.csv` (one row per
+//! evaluation, flushed whole), `StepStats` averages what the training steps return between two
+//! rows, and `RunRecord` is `run.json`, rewritten atomically (temp file + rename).
+
+use std::fs::File;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, Result};
+use serde::{Deserialize, Serialize};
+
+use crate::config::TrainConfig;
+use crate::images::SkippedImage;
+
+/// One evaluation: the columns of `metrics.csv`, in order.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct MetricsRow {
+    /// Training iterations completed.
+    pub iteration: usize,
+    /// Passes over the source domain completed (fractional).
+    pub epoch: f64,
+    /// Base learning rate of the last iteration (before multipliers).
+    pub lr: f64,
+    /// Source cross-entropy, mean over the iterations since the previous row.
+    pub class_loss: f64,
+    /// Unweighted CORAL loss 1/(4d²)‖C_S − C_T‖²_F, mean since the previous row.
+    pub coral_loss: f64,
+    /// lambda · coral_loss: the term that enters the objective.
+    pub weighted_coral_loss: f64,
+    /// ‖C_S − C_T‖_F between the source and target batches, mean since the previous row
+    /// (logged for lambda = 0 too).
+    pub coral_distance: f64,
+    /// Accuracy on the source training batches since the previous row (0-1).
+    pub source_acc: f64,
+    /// Accuracy on the whole target domain, centre crop, eval mode (0-1).
+    pub target_acc: f64,
+    /// Mean cross-entropy on the whole target domain (labels used for evaluation only).
+    pub target_loss: f64,
+    /// Seconds since training started.
+    pub elapsed_s: f64,
+}
+
+/// The column names of `metrics.csv`.
+pub const COLUMNS: [&str; 11] = [
+    "iteration",
+    "epoch",
+    "lr",
+    "class_loss",
+    "coral_loss",
+    "weighted_coral_loss",
+    "coral_distance",
+    "source_acc",
+    "target_acc",
+    "target_loss",
+    "elapsed_s",
+];
+
+/// What one training step reports.
+#[derive(Debug, Clone, Copy, Default, Serialize, Deserialize)]
+pub struct StepStats {
+    pub class_loss: f64,
+    pub coral_loss: f64,
+    pub coral_distance: f64,
+    pub correct: usize,
+    pub seen: usize,
+}
+
+/// Sums of `StepStats` since the last row.
+#[derive(Debug, Clone, Copy, Default, Serialize, Deserialize)]
+pub struct StepMeans {
+    sum: StepStats,
+    steps: usize,
+}
+
+impl StepMeans {
+    pub fn add(&mut self, s: StepStats) {
+        self.sum.class_loss += s.class_loss;
+        self.sum.coral_loss += s.coral_loss;
+        self.sum.coral_distance += s.coral_distance;
+        self.sum.correct += s.correct;
+        self.sum.seen += s.seen;
+        self.steps += 1;
+    }
+
+    /// (class_loss, coral_loss, coral_distance, source_acc); NaN before the first step.
+    pub fn means(&self) -> (f64, f64, f64, f64) {
+        let n = self.steps as f64;
+        if self.steps == 0 {
+            return (f64::NAN, f64::NAN, f64::NAN, f64::NAN);
+        }
+        (self.sum.class_loss / n, self.sum.coral_loss / n, self.sum.coral_distance / n, self.sum.correct as f64 / self.sum.seen as f64)
+    }
+}
+
+/// `metrics.csv`, one whole row at a time, flushed after each.
+pub struct MetricsLog {
+    writer: csv::Writer<File>,
+    path: PathBuf,
+}
+
+impl MetricsLog {
+    /// Starts a new file (truncating any earlier one) with the header.
+    pub fn create(path: &Path) -> Result<Self> {
+        let file = File::create(path).with_context(|| format!("creating {}", path.display()))?;
+        let mut writer = csv::WriterBuilder::new().has_headers(false).from_writer(file);
+        writer.write_record(COLUMNS)?;
+        writer.flush()?;
+        Ok(Self { writer, path: path.to_path_buf() })
+    }
+
+    /// Reopens an existing file for appending, keeping its first `keep_rows` rows (a resumed
+    /// run drops rows written after its checkpoint).
+    pub fn resume(path: &Path, keep_rows: usize) -> Result<Self> {
+        let rows = read_rows(path)?;
+        let mut log = Self::create(path)?;
+        for row in rows.into_iter().take(keep_rows) {
+            log.append(&row)?;
+        }
+        Ok(log)
+    }
+
+    pub fn append(&mut self, row: &MetricsRow) -> Result<()> {
+        self.writer.serialize(row).with_context(|| format!("writing {}", self.path.display()))?;
+        self.writer.flush().with_context(|| format!("writing {}", self.path.display()))?;
+        Ok(())
+    }
+}
+
+/// Reads every row of a `metrics.csv`.
+pub fn read_rows(path: &Path) -> Result<Vec<MetricsRow>> {
+    let mut reader = csv::Reader::from_path(path).with_context(|| format!("reading {}", path.display()))?;
+    reader
+        .deserialize()
+        .collect::<Result<Vec<MetricsRow>, _>>()
+        .with_context(|| format!("parsing {}", path.display()))
+}
+
+/// Where a run stands; `done` is written last, so anything else means "incomplete".
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Status {
+    Running,
+    Done,
+    Diverged,
+    Interrupted,
+    Failed,
+}
+
+/// Library versions recorded with every run.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Versions {
+    pub deep_coral: String,
+    pub libtorch: String,
+}
+
+impl Default for Versions {
+    fn default() -> Self {
+        Self { deep_coral: env!("CARGO_PKG_VERSION").into(), libtorch: env!("DEEP_CORAL_TORCH_VERSION").into() }
+    }
+}
+
+/// Images per domain, after any skipped files.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct ImageCounts {
+    pub source: usize,
+    pub target: usize,
+}
+
+/// `run.json`: the effective config and how the run went.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct RunRecord {
+    pub config: TrainConfig,
+    pub status: Status,
+    pub versions: Versions,
+    /// e.g. "cpu" or "cuda:0".
+    pub device: String,
+    /// libtorch intra-op threads actually used.
+    pub threads: usize,
+    pub classes: Vec<String>,
+    pub images: ImageCounts,
+    #[serde(default)]
+    pub skipped_images: Vec<SkippedImage>,
+    pub iterations_done: usize,
+    /// Target accuracy at the last evaluation (the paper's number).
+    pub final_target_acc: Option<f64>,
+    /// Highest target accuracy over all evaluations (not the paper's protocol).
+    pub best_target_acc: Option<f64>,
+    /// Iteration at which a loss turned NaN or infinite.
+    pub diverged_at: Option<usize>,
+    pub error: Option<String>,
+    pub wall_time_s: f64,
+    pub started: String,
+}
+
+impl RunRecord {
+    pub fn read(path: &Path) -> Result<Self> {
+        let text = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+        serde_json::from_str(&text).with_context(|| format!("parsing {}", path.display()))
+    }
+
+    pub fn write(&self, path: &Path) -> Result<()> {
+        write_atomic(path, serde_json::to_string_pretty(self)?.as_bytes())
+    }
+}
+
+/// Writes `bytes` to a temporary file beside `path` and renames it over `path`, so a reader
+/// (or a crash) never sees half a file.
+pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
+    let tmp = path.with_extension(format!(
+        "{}.tmp",
+        path.extension().map(|e| e.to_string_lossy().into_owned()).unwrap_or_default()
+    ));
+    let mut f = File::create(&tmp).with_context(|| format!("creating {}", tmp.display()))?;
+    f.write_all(bytes).with_context(|| format!("writing {}", tmp.display()))?;
+    f.sync_all().ok();
+    std::fs::rename(&tmp, path).with_context(|| format!("renaming {} to {}", tmp.display(), path.display()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn row(i: usize) -> MetricsRow {
+        MetricsRow {
+            iteration: i,
+            epoch: 0.5,
+            lr: 1e-3,
+            class_loss: f64::NAN,
+            coral_loss: 0.25,
+            weighted_coral_loss: 0.2,
+            coral_distance: 2.0,
+            source_acc: 0.5,
+            target_acc: 0.75,
+            target_loss: 1.0,
+            elapsed_s: 3.5,
+        }
+    }
+
+    #[test]
+    fn header_is_the_schema_and_rows_round_trip() {
+        let tmp = tempfile::tempdir().unwrap();
+        let path = tmp.path().join("metrics.csv");
+        let mut log = MetricsLog::create(&path).unwrap();
+        log.append(&row(0)).unwrap();
+        log.append(&row(50)).unwrap();
+        let text = std::fs::read_to_string(&path).unwrap();
+        assert_eq!(text.lines().next().unwrap(), COLUMNS.join(","));
+        assert_eq!(text.lines().nth(1).unwrap(), "0,0.5,0.001,NaN,0.25,0.2,2.0,0.5,0.75,1.0,3.5");
+        let rows = read_rows(&path).unwrap();
+        assert_eq!(rows.len(), 2);
+        assert!(rows[0].class_loss.is_nan());
+        assert_eq!(rows[1].iteration, 50);
+        drop(log);
+        let mut log = MetricsLog::resume(&path, 1).unwrap();
+        log.append(&row(100)).unwrap();
+        let its: Vec<_> = read_rows(&path).unwrap().iter().map(|r| r.iteration).collect();
+        assert_eq!(its, [0, 100]);
+    }
+
+    #[test]
+    fn step_means() {
+        let mut m = StepMeans::default();
+        assert!(m.means().0.is_nan());
+        m.add(StepStats { class_loss: 1.0, coral_loss: 0.1, coral_distance: 2.0, correct: 3, seen: 4 });
+        m.add(StepStats { class_loss: 3.0, coral_loss: 0.3, coral_distance: 4.0, correct: 1, seen: 4 });
+        let (c, l, d, a) = m.means();
+        assert_eq!((c, d, a), (2.0, 3.0, 0.5));
+        assert!((l - 0.2).abs() < 1e-12);
+    }
+
+    #[test]
+    fn atomic_write_leaves_no_temp_file() {
+        let tmp = tempfile::tempdir().unwrap();
+        let p = tmp.path().join("run.json");
+        write_atomic(&p, b"{}").unwrap();
+        write_atomic(&p, b"{\"a\":1}").unwrap();
+        assert_eq!(std::fs::read_to_string(&p).unwrap(), "{\"a\":1}");
+        assert_eq!(std::fs::read_dir(tmp.path()).unwrap().count(), 1);
+    }
+}

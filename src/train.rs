@@ -1,0 +1,364 @@
+//! One source->target run, top to bottom: images -> tensors -> backbone -> fc8 ->
+//! `class + lambda * CORAL` -> Caffe SGD -> a CSV row every `eval_every` iterations.
+//!
+//! Outputs in the run folder: `metrics.csv` (whole rows, flushed per row), `run.json` (the
+//! effective config and status, rewritten atomically; `"status": "done"` is written last), and
+//! `checkpoint/` while a run is resumable (removed when it is done).
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::AtomicBool;
+use std::time::Instant;
+
+use anyhow::{bail, Context, Result};
+use indicatif::{ProgressBar, ProgressStyle};
+use rand_chacha::ChaCha8Rng;
+use serde::{Deserialize, Serialize};
+use tch::nn::{self, ModuleT};
+use tch::{Device, Kind, Tensor};
+
+use crate::backbone::InputConvention;
+use crate::batches::{self, EpochSampler, View};
+use crate::config::TrainConfig;
+use crate::coral;
+use crate::domain::Domain;
+use crate::eval;
+use crate::images::{self, ImageSet};
+use crate::metrics::{ImageCounts, MetricsLog, MetricsRow, RunRecord, Status, StepMeans, StepStats, Versions};
+use crate::optim::CaffeSgd;
+use crate::runtime::{self, Stream};
+use crate::weights;
+
+/// Images per forward pass during evaluation.
+const EVAL_CHUNK: usize = 128;
+
+/// Everything besides the weights that a resumed run needs to continue exactly.
+#[derive(Serialize, Deserialize)]
+struct LoopState {
+    /// Iterations completed when the checkpoint was taken.
+    iteration: usize,
+    /// Rows of metrics.csv written before that (those of iterations < `iteration`).
+    rows: usize,
+    source: EpochSampler,
+    target: EpochSampler,
+    augment: ChaCha8Rng,
+    means: StepMeans,
+    elapsed_s: f64,
+    final_target_acc: Option<f64>,
+    best_target_acc: Option<f64>,
+}
+
+/// The training data of a run, decoded once.
+pub struct Data {
+    pub classes: Vec<String>,
+    pub source: ImageSet,
+    pub target: ImageSet,
+}
+
+/// Scans and decodes the source and target domains.
+pub fn load_data(cfg: &TrainConfig) -> Result<Data> {
+    let source = Domain::scan(&cfg.data_root, &cfg.source)?;
+    let target = Domain::scan(&cfg.data_root, &cfg.target)?;
+    Domain::check_same_classes(&source, &target)?;
+    Ok(Data {
+        source: images::decode_all(&source.files, &cfg.source, cfg.skip_bad_images)?,
+        target: images::decode_all(&target.files, &cfg.target, cfg.skip_bad_images)?,
+        classes: source.classes,
+    })
+}
+
+/// The network, its optimiser and the input convention, on `device`.
+pub struct Model {
+    pub vs: nn::VarStore,
+    pub net: Box<dyn ModuleT>,
+    pub opt: CaffeSgd,
+    pub input: InputConvention,
+}
+
+impl Model {
+    /// Builds the backbone with a fresh `num_classes`-way last layer (seeded by `cfg.seed`) and
+    /// loads the pretrained weights.
+    pub fn new(cfg: &TrainConfig, num_classes: usize, device: Device) -> Result<Model> {
+        tch::manual_seed(cfg.seed as i64);
+        let mut vs = nn::VarStore::new(device);
+        let net = cfg.backbone.build(&vs.root(), num_classes as i64);
+        weights::load_pretrained(&mut vs, &cfg.weights, cfg.backbone)?;
+        let opt = CaffeSgd::new(&vs, cfg.backbone, cfg.momentum, cfg.weight_decay);
+        Ok(Model { vs, net, opt, input: cfg.backbone.input() })
+    }
+}
+
+/// One SGD iteration on a source batch (labelled) and a target batch (unlabelled).
+///
+/// Both branches run in training mode (dropout on), source first, so the random draws are the
+/// same whatever lambda is; with lambda = 0 the target branch runs without autograd, since no
+/// gradient flows from it, and still yields the CORAL distance that is logged.
+#[allow(clippy::too_many_arguments)]
+pub fn step(
+    model: &mut Model,
+    data: &Data,
+    cfg: &TrainConfig,
+    source: &mut EpochSampler,
+    target: &mut EpochSampler,
+    augment: &mut ChaCha8Rng,
+    iteration: usize,
+    device: Device,
+) -> Result<StepStats> {
+    let n = cfg.batch_size;
+    let crop = model.input.crop;
+    let si = source.next(n);
+    let ti = target.next(n);
+    let views: Vec<View> = (0..2 * n).map(|_| View::random(crop, augment)).collect();
+    let xs = batches::to_tensor(&data.source, &si, &views[..n], &model.input, device);
+    let xt = batches::to_tensor(&data.target, &ti, &views[n..], &model.input, device);
+    let ys = batches::labels(&data.source, &si, device);
+
+    runtime::seed_torch_for_iteration(cfg.seed, iteration);
+    let fs = model.net.forward_t(&xs, true); // [n, classes]: the fc8 outputs
+    let ft = if cfg.lambda > 0.0 {
+        model.net.forward_t(&xt, true)
+    } else {
+        tch::no_grad(|| model.net.forward_t(&xt, true))
+    };
+    let class_loss = fs.cross_entropy_for_logits(&ys);
+    let coral = coral::coral(&fs, &ft)?;
+    let loss = if cfg.lambda > 0.0 { &class_loss + &coral.loss * cfg.lambda } else { class_loss.shallow_clone() };
+
+    let stats = StepStats {
+        class_loss: class_loss.double_value(&[]),
+        coral_loss: coral.loss.double_value(&[]),
+        coral_distance: coral.distance,
+        correct: fs.argmax(-1, false).eq_tensor(&ys).sum(Kind::Int64).int64_value(&[]) as usize,
+        seen: n,
+    };
+    if !(stats.class_loss.is_finite() && stats.coral_loss.is_finite()) {
+        return Ok(stats); // the caller stops the run as diverged; no update with a NaN
+    }
+    model.opt.zero_grad();
+    loss.backward();
+    model.opt.step(cfg.lr_at(iteration));
+    Ok(stats)
+}
+
+/// How `run` was asked to start.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Start {
+    /// A new run; refuses a folder that holds a finished run unless `force`.
+    Fresh { force: bool },
+    /// Continue from `<out>/checkpoint`.
+    Resume,
+}
+
+/// Runs training into `out` and returns the final record (also in `out/run.json`).
+pub fn run(cfg: &TrainConfig, out: &Path, start: Start, stop: &AtomicBool) -> Result<RunRecord> {
+    cfg.validate()?;
+    let record_path = out.join("run.json");
+    if let Start::Fresh { force: false } = start {
+        if let Ok(old) = RunRecord::read(&record_path) {
+            if old.status == Status::Done {
+                bail!("{} holds a finished run; choose another --out, or pass --force to replace it", out.display());
+            }
+        }
+    }
+    std::fs::create_dir_all(out).with_context(|| format!("creating output folder {}", out.display()))?;
+    let device = runtime::device(cfg.device)?;
+    let threads = runtime::set_threads(cfg.threads);
+    let data = load_data(cfg)?;
+    let mut model = Model::new(cfg, data.classes.len(), device)?;
+
+    let mut record = RunRecord {
+        config: cfg.clone(),
+        status: Status::Running,
+        versions: Versions::default(),
+        device: runtime::device_name(device),
+        threads,
+        classes: data.classes.clone(),
+        images: ImageCounts { source: data.source.len(), target: data.target.len() },
+        skipped_images: data.source.skipped.iter().chain(&data.target.skipped).cloned().collect(),
+        iterations_done: 0,
+        final_target_acc: None,
+        best_target_acc: None,
+        diverged_at: None,
+        error: None,
+        wall_time_s: 0.0,
+        started: now_utc(),
+    };
+
+    let checkpoint_dir = out.join("checkpoint");
+    let metrics_path = out.join("metrics.csv");
+    let (mut state, mut log) = match start {
+        Start::Resume => {
+            let state = load_checkpoint(&checkpoint_dir, &mut model)?;
+            record.started = RunRecord::read(&record_path).map(|r| r.started).unwrap_or(record.started);
+            let log = MetricsLog::resume(&metrics_path, state.rows)?;
+            eprintln!("resuming {} at iteration {}", out.display(), state.iteration);
+            (state, log)
+        }
+        Start::Fresh { .. } => {
+            let state = LoopState {
+                iteration: 0,
+                rows: 0,
+                source: EpochSampler::new(data.source.len(), runtime::rng(cfg.seed, Stream::SourceOrder)),
+                target: EpochSampler::new(data.target.len(), runtime::rng(cfg.seed, Stream::TargetOrder)),
+                augment: runtime::rng(cfg.seed, Stream::Augment),
+                means: StepMeans::default(),
+                elapsed_s: 0.0,
+                final_target_acc: None,
+                best_target_acc: None,
+            };
+            if checkpoint_dir.exists() {
+                std::fs::remove_dir_all(&checkpoint_dir).ok();
+            }
+            (state, MetricsLog::create(&metrics_path)?)
+        }
+    };
+    record.write(&record_path)?;
+
+    let result = train_loop(cfg, &mut model, &data, &mut state, &mut log, &checkpoint_dir, device, stop);
+    record.iterations_done = state.iteration;
+    record.final_target_acc = state.final_target_acc;
+    record.best_target_acc = state.best_target_acc;
+    record.wall_time_s = state.elapsed_s;
+    match result {
+        Ok(status) => {
+            record.status = status;
+            if status == Status::Diverged {
+                record.diverged_at = Some(state.iteration);
+            }
+            if status == Status::Interrupted {
+                save_checkpoint(&checkpoint_dir, &model, &state)?;
+            }
+            if status == Status::Done && checkpoint_dir.exists() {
+                std::fs::remove_dir_all(&checkpoint_dir).ok();
+            }
+            record.write(&record_path)?;
+            Ok(record)
+        }
+        Err(e) => {
+            record.status = Status::Failed;
+            record.error = Some(format!("{e:#}"));
+            record.write(&record_path)?;
+            Err(e)
+        }
+    }
+}
+
+/// The loop itself; returns how it ended.
+#[allow(clippy::too_many_arguments)]
+fn train_loop(
+    cfg: &TrainConfig,
+    model: &mut Model,
+    data: &Data,
+    state: &mut LoopState,
+    log: &mut MetricsLog,
+    checkpoint_dir: &Path,
+    device: Device,
+    stop: &AtomicBool,
+) -> Result<Status> {
+    let bar = ProgressBar::new(cfg.iterations as u64).with_style(
+        ProgressStyle::with_template("train [{bar:30}] {pos}/{len} {per_sec} eta {eta} {msg}")
+            .expect("static template")
+            .progress_chars("=> "),
+    );
+    bar.set_position(state.iteration as u64);
+    let clock = Instant::now();
+    let elapsed_before = state.elapsed_s;
+    loop {
+        let it = state.iteration;
+        state.elapsed_s = elapsed_before + clock.elapsed().as_secs_f64();
+        if it % cfg.eval_every == 0 || it == cfg.iterations {
+            let ev = eval::evaluate(model.net.as_ref(), &data.target, &model.input, device, EVAL_CHUNK);
+            let (class_loss, coral_loss, coral_distance, source_acc) = state.means.means();
+            let row = MetricsRow {
+                iteration: it,
+                epoch: state.source.epoch(),
+                lr: cfg.lr_at(it.saturating_sub(1)),
+                class_loss,
+                coral_loss,
+                weighted_coral_loss: cfg.lambda * coral_loss,
+                coral_distance,
+                source_acc,
+                target_acc: ev.accuracy,
+                target_loss: ev.loss,
+                elapsed_s: elapsed_before + clock.elapsed().as_secs_f64(),
+            };
+            log.append(&row)?;
+            state.rows += 1;
+            state.means = StepMeans::default();
+            state.final_target_acc = Some(ev.accuracy);
+            state.best_target_acc = Some(state.best_target_acc.map_or(ev.accuracy, |b| b.max(ev.accuracy)));
+            bar.set_message(format!("target acc {:.3}", ev.accuracy));
+            bar.println(format!(
+                "iter {it:>5} lr {:.1e} class {class_loss:.4} coral {coral_loss:.3e} dist {coral_distance:.3e} \
+                 source acc {source_acc:.3} target acc {:.4} loss {:.4}",
+                row.lr, ev.accuracy, ev.loss
+            ));
+        }
+        if it == cfg.iterations {
+            bar.finish_and_clear();
+            return Ok(Status::Done);
+        }
+        if runtime::stopped(stop) {
+            bar.abandon_with_message("interrupted");
+            return Ok(Status::Interrupted);
+        }
+        let stats = step(model, data, cfg, &mut state.source, &mut state.target, &mut state.augment, it, device)?;
+        if !(stats.class_loss.is_finite() && stats.coral_loss.is_finite()) {
+            bar.abandon_with_message("diverged");
+            eprintln!(
+                "iteration {it}: loss is not finite (class {}, coral {}); stopping the run as diverged",
+                stats.class_loss, stats.coral_loss
+            );
+            return Ok(Status::Diverged);
+        }
+        state.means.add(stats);
+        state.iteration += 1;
+        bar.inc(1);
+        if cfg.checkpoint_every > 0 && state.iteration % cfg.checkpoint_every == 0 && state.iteration < cfg.iterations {
+            state.elapsed_s = elapsed_before + clock.elapsed().as_secs_f64();
+            save_checkpoint(checkpoint_dir, model, state)?;
+        }
+    }
+}
+
+/// Writes model, momentum buffers and loop state into `dir`, each file atomically.
+fn save_checkpoint(dir: &Path, model: &Model, state: &LoopState) -> Result<()> {
+    std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    let write_tensors = |name: &str, tensors: Vec<(String, Tensor)>| -> Result<()> {
+        let (path, tmp) = (dir.join(name), dir.join(format!("{name}.tmp")));
+        Tensor::write_safetensors(&tensors, &tmp).with_context(|| format!("writing {}", tmp.display()))?;
+        std::fs::rename(&tmp, &path).with_context(|| format!("writing {}", path.display()))
+    };
+    write_tensors("model.safetensors", model.vs.variables().into_iter().collect())?;
+    write_tensors("optimizer.safetensors", model.opt.velocities())?;
+    crate::metrics::write_atomic(&dir.join("state.json"), serde_json::to_string(state)?.as_bytes())
+}
+
+fn load_checkpoint(dir: &Path, model: &mut Model) -> Result<LoopState> {
+    let state_path = dir.join("state.json");
+    let text = std::fs::read_to_string(&state_path)
+        .with_context(|| format!("reading {} (no checkpoint to resume from)", state_path.display()))?;
+    let state: LoopState = serde_json::from_str(&text).with_context(|| format!("parsing {}", state_path.display()))?;
+    let read = |name: &str| -> Result<HashMap<String, Tensor>> {
+        let p: PathBuf = dir.join(name);
+        Ok(Tensor::read_safetensors(&p).with_context(|| format!("reading {}", p.display()))?.into_iter().collect())
+    };
+    let saved = read("model.safetensors")?;
+    tch::no_grad(|| -> Result<()> {
+        for (name, mut var) in model.vs.variables() {
+            let t = saved.get(&name).with_context(|| format!("checkpoint {} lacks {name}", dir.display()))?;
+            var.copy_(&t.to_device(var.device()));
+        }
+        Ok(())
+    })?;
+    let velocities: HashMap<String, Tensor> =
+        read("optimizer.safetensors")?.into_iter().map(|(k, v)| (k, v.to_device(model.vs.device()))).collect();
+    model.opt.set_velocities(&velocities)?;
+    Ok(state)
+}
+
+/// Seconds since the Unix epoch, as text (no time-zone database needed).
+fn now_utc() -> String {
+    let secs = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
+    format!("unix:{secs}")
+}
