@@ -17,6 +17,10 @@ pub mod batches;
 pub mod backbone;
 /// Strict loading of pretrained weights by name; the new last layer.
 pub mod weights;
+/// Caffe's binary `.caffemodel` -> `.safetensors` (current and legacy V1 layer formats).
+pub mod caffe;
+/// What a weights file holds and which backbones it fits (`weights inspect`).
+pub mod inspect;
 /// The CORAL loss (Eq. 1-2) and its closed-form gradient (Eq. 4).
 pub mod coral;
 /// Caffe's SGD with the paper's learning-rate and decay multipliers.
