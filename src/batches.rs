@@ -77,8 +77,16 @@ impl View {
 
 /// Cuts `views[i]` out of image `indices[i]`, normalises each pixel by the backbone's
 /// convention, `x = (p * scale − mean_c) / std_c` with channels in the network's order, and
-/// returns a float `[n, 3, crop, crop]` tensor on `device`.
-pub fn to_tensor(set: &ImageSet, indices: &[usize], views: &[View], input: &InputConvention, device: Device) -> Tensor {
+/// returns a float `[n, 3, crop, crop]` tensor on `device`, laid out channels-last in memory
+/// (NHWC strides) when `channels_last`.
+pub fn to_tensor(
+    set: &ImageSet,
+    indices: &[usize],
+    views: &[View],
+    input: &InputConvention,
+    channels_last: bool,
+    device: Device,
+) -> Tensor {
     assert_eq!(indices.len(), views.len());
     let crop = input.crop;
     let per_image = 3 * crop * crop;
@@ -87,26 +95,35 @@ pub fn to_tensor(set: &ImageSet, indices: &[usize], views: &[View], input: &Inpu
     let b: [f32; 3] = std::array::from_fn(|c| -input.mean[c] / input.std[c]);
     let src_plane = |c: usize| if input.bgr { 2 - c } else { c };
     let mut buf = vec![0f32; indices.len() * per_image];
+    // Element (c, y, x) of an image lives at c * c_stride + (y * crop + x) * px_stride.
+    let (c_stride, px_stride) = if channels_last { (1, 3) } else { (crop * crop, 1) };
     buf.par_chunks_mut(per_image).zip(indices.par_iter().zip(views.par_iter())).for_each(|(out, (&i, v))| {
         let img = set.image(i);
         for c in 0..3 {
             let plane = &img[src_plane(c) * STORED * STORED..][..STORED * STORED];
             for y in 0..crop {
                 let row = &plane[(v.top + y) * STORED + v.left..][..crop];
-                let dst = &mut out[(c * crop + y) * crop..][..crop];
-                if v.mirror {
-                    for (d, &p) in dst.iter_mut().zip(row.iter().rev()) {
-                        *d = p as f32 * a[c] + b[c];
-                    }
-                } else {
-                    for (d, &p) in dst.iter_mut().zip(row) {
-                        *d = p as f32 * a[c] + b[c];
-                    }
+                let base = c * c_stride + y * crop * px_stride;
+                for x in 0..crop {
+                    let p = if v.mirror { row[crop - 1 - x] } else { row[x] };
+                    out[base + x * px_stride] = p as f32 * a[c] + b[c];
                 }
             }
         }
     });
-    Tensor::from_slice(&buf).view([indices.len() as i64, 3, crop as i64, crop as i64]).to_device(device)
+    let (n, crop) = (indices.len() as i64, crop as i64);
+    let t = Tensor::from_slice(&buf);
+    let t = if channels_last {
+        t.view([n, crop, crop, 3]).permute([0, 3, 1, 2]) // NCHW shape, NHWC strides
+    } else {
+        t.view([n, 3, crop, crop])
+    };
+    t.to_device(device)
+}
+
+/// The same values in channels-last memory order (NHWC strides, NCHW shape).
+pub fn channels_last(t: &Tensor) -> Tensor {
+    t.permute([0, 2, 3, 1]).contiguous().permute([0, 3, 1, 2])
 }
 
 /// Labels of `indices` as an int64 tensor on `device`.
@@ -153,15 +170,18 @@ mod tests {
     fn crops_mirror_and_normalise() {
         let set = gradient_set();
         let v = View { top: 5, left: 7, mirror: false };
-        let t = to_tensor(&set, &[0], &[v], &CAFFE_INPUT, Device::Cpu);
+        let t = to_tensor(&set, &[0], &[v], &CAFFE_INPUT, false, Device::Cpu);
+        let cl = to_tensor(&set, &[0], &[v], &CAFFE_INPUT, true, Device::Cpu);
+        assert!(cl.equal(&t), "same values in either memory order");
+        assert_eq!(cl.stride(), [3 * 227 * 227, 1, 227 * 3, 3]);
         assert_eq!(t.size(), [1, 3, 227, 227]);
         // Network channel 0 is B = RGB plane 2, minus the B mean 104.
         let p = |c: usize, y: usize, x: usize| ((x + 2 * y + 50 * c) % 256) as f64;
         assert_eq!(t.double_value(&[0, 0, 0, 0]), p(2, 5, 7) - 104.0);
         assert_eq!(t.double_value(&[0, 2, 3, 4]), p(0, 8, 11) - 122.7f32 as f64);
-        let m = to_tensor(&set, &[0], &[View { mirror: true, ..v }], &CAFFE_INPUT, Device::Cpu);
+        let m = to_tensor(&set, &[0], &[View { mirror: true, ..v }], &CAFFE_INPUT, true, Device::Cpu);
         assert_eq!(m.double_value(&[0, 1, 0, 0]), p(1, 5, 7 + 226) - 116.7f32 as f64);
-        let tv = to_tensor(&set, &[0], &[View::centre(227)], &TORCHVISION_INPUT, Device::Cpu);
+        let tv = to_tensor(&set, &[0], &[View::centre(227)], &TORCHVISION_INPUT, false, Device::Cpu);
         let want = ((p(0, 14, 14) / 255.0) as f32 - 0.485) / 0.229;
         assert!((tv.double_value(&[0, 0, 0, 0]) - want as f64).abs() < 1e-5);
         assert_eq!(labels(&set, &[0, 0], Device::Cpu).size(), [2]);

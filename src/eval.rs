@@ -16,14 +16,21 @@ pub struct Evaluation {
 }
 
 /// Evaluates `net` on all of `set`, `chunk` images at a time.
-pub fn evaluate(net: &dyn ModuleT, set: &ImageSet, input: &InputConvention, device: Device, chunk: usize) -> Evaluation {
+pub fn evaluate(
+    net: &dyn ModuleT,
+    set: &ImageSet,
+    input: &InputConvention,
+    channels_last: bool,
+    device: Device,
+    chunk: usize,
+) -> Evaluation {
     let mut correct = 0i64;
     let mut loss_sum = 0f64;
     let all: Vec<usize> = (0..set.len()).collect();
     tch::no_grad(|| {
         for idx in all.chunks(chunk.max(1)) {
             let views = vec![View::centre(input.crop); idx.len()];
-            let xs = batches::to_tensor(set, idx, &views, input, device);
+            let xs = batches::to_tensor(set, idx, &views, input, channels_last, device);
             let ys = batches::labels(set, idx, device);
             let logits = net.forward_t(&xs, false);
             correct += logits.argmax(-1, false).eq_tensor(&ys).sum(Kind::Int64).int64_value(&[]);

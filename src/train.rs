@@ -83,6 +83,13 @@ impl Model {
         let mut vs = nn::VarStore::new(device);
         let net = cfg.backbone.build(&vs.root(), num_classes as i64);
         weights::load_pretrained(&mut vs, &cfg.weights, cfg.backbone)?;
+        if cfg.channels_last {
+            tch::no_grad(|| {
+                for (_, mut var) in vs.variables().into_iter().filter(|(_, v)| v.dim() == 4) {
+                    var.set_data(&batches::channels_last(&var));
+                }
+            });
+        }
         let opt = CaffeSgd::new(&vs, cfg.backbone, cfg.momentum, cfg.weight_decay);
         Ok(Model { vs, net, opt, input: cfg.backbone.input() })
     }
@@ -109,8 +116,8 @@ pub fn step(
     let si = source.next(n);
     let ti = target.next(n);
     let views: Vec<View> = (0..2 * n).map(|_| View::random(crop, augment)).collect();
-    let xs = batches::to_tensor(&data.source, &si, &views[..n], &model.input, device);
-    let xt = batches::to_tensor(&data.target, &ti, &views[n..], &model.input, device);
+    let xs = batches::to_tensor(&data.source, &si, &views[..n], &model.input, cfg.channels_last, device);
+    let xt = batches::to_tensor(&data.target, &ti, &views[n..], &model.input, cfg.channels_last, device);
     let ys = batches::labels(&data.source, &si, device);
 
     runtime::seed_torch_for_iteration(cfg.seed, iteration);
@@ -267,7 +274,7 @@ fn train_loop(
         let it = state.iteration;
         state.elapsed_s = elapsed_before + clock.elapsed().as_secs_f64();
         if it % cfg.eval_every == 0 || it == cfg.iterations {
-            let ev = eval::evaluate(model.net.as_ref(), &data.target, &model.input, device, EVAL_CHUNK);
+            let ev = eval::evaluate(model.net.as_ref(), &data.target, &model.input, cfg.channels_last, device, EVAL_CHUNK);
             let (class_loss, coral_loss, coral_distance, source_acc) = state.means.means();
             let row = MetricsRow {
                 iteration: it,
