@@ -81,6 +81,15 @@ pub struct AuthorsCurve {
     pub points: Vec<(f64, f64)>,
 }
 
+/// The rows of one shift while reading the authors' curves.
+#[derive(Default)]
+struct ShiftRows {
+    lambda: f64,
+    runs: std::collections::BTreeSet<String>,
+    /// iteration -> target accuracies over runs
+    at: BTreeMap<u64, Vec<f64>>,
+}
+
 /// Reads `shift,lambda,run,iter,target_acc` rows into one mean curve per shift.
 pub fn read_authors_curves(path: &Path) -> Result<BTreeMap<String, AuthorsCurve>> {
     let mut reader = csv::Reader::from_path(path).with_context(|| format!("reading {}", path.display()))?;
@@ -92,8 +101,7 @@ pub fn read_authors_curves(path: &Path) -> Result<BTreeMap<String, AuthorsCurve>
     };
     let (c_shift, c_lambda, c_run, c_iter, c_acc) =
         (col("shift")?, col("lambda")?, col("run")?, col("iter")?, col("target_acc")?);
-    // shift -> (lambda, runs seen, iteration -> values)
-    let mut acc: BTreeMap<String, (f64, std::collections::BTreeSet<String>, BTreeMap<u64, Vec<f64>>)> = BTreeMap::new();
+    let mut acc: BTreeMap<String, ShiftRows> = BTreeMap::new();
     for (i, record) in reader.records().enumerate() {
         let line = i + 2;
         let record = record.with_context(|| format!("{}: line {line}", path.display()))?;
@@ -105,17 +113,17 @@ pub fn read_authors_curves(path: &Path) -> Result<BTreeMap<String, AuthorsCurve>
         let iter = get(c_iter);
         let iter: u64 =
             iter.parse().with_context(|| format!("{}: line {line}: `{iter}` is not an iteration", path.display()))?;
-        let entry = acc.entry(get(c_shift)).or_insert_with(|| (f64::NAN, Default::default(), BTreeMap::new()));
-        entry.0 = num(c_lambda)?;
-        entry.1.insert(get(c_run));
+        let entry = acc.entry(get(c_shift)).or_default();
+        entry.lambda = num(c_lambda)?;
+        entry.runs.insert(get(c_run));
         let a = num(c_acc)?;
         if a.is_finite() {
-            entry.2.entry(iter).or_default().push(a);
+            entry.at.entry(iter).or_default().push(a);
         }
     }
     Ok(acc
         .into_iter()
-        .map(|(shift, (lambda, runs, at))| {
+        .map(|(shift, ShiftRows { lambda, runs, at })| {
             let points = at.into_iter().map(|(it, v)| (it as f64, v.iter().sum::<f64>() / v.len() as f64)).collect();
             (shift, AuthorsCurve { lambda, runs: runs.len(), points })
         })

@@ -35,8 +35,7 @@ fn paper_curves() -> PathBuf {
 /// Writes one run folder. `accs` are the target accuracies at iterations 0, 50, 100.
 fn write_run(
     exp: &Path,
-    source: &str,
-    target: &str,
+    (source, target): (&str, &str),
     lambda: f64,
     seed: u64,
     status: &str,
@@ -76,16 +75,16 @@ fn write_run(
 }
 
 fn write_fixture(exp: &Path) {
-    write_run(exp, "amazon", "webcam", 0.0, 1, "done", [0.05, 0.62, 0.60], true);
-    write_run(exp, "amazon", "webcam", 0.0, 2, "done", [0.04, 0.63, 0.62], true);
-    write_run(exp, "amazon", "webcam", 0.8, 1, "done", [0.05, 0.67, 0.66], true);
+    write_run(exp, ("amazon", "webcam"), 0.0, 1, "done", [0.05, 0.62, 0.60], true);
+    write_run(exp, ("amazon", "webcam"), 0.0, 2, "done", [0.04, 0.63, 0.62], true);
+    write_run(exp, ("amazon", "webcam"), 0.8, 1, "done", [0.05, 0.67, 0.66], true);
     // final_target_acc null in run.json: the last row of metrics.csv is used.
-    write_run(exp, "amazon", "webcam", 0.8, 2, "done", [0.04, 0.70, 0.68], false);
-    write_run(exp, "amazon", "webcam", 0.8, 3, "running", [0.04, 0.99, 0.99], true);
-    write_run(exp, "webcam", "dslr", 0.0, 1, "done", [0.10, 0.99, 0.98], true);
-    write_run(exp, "webcam", "dslr", 0.0, 2, "done", [0.10, 0.98, 0.96], true);
-    write_run(exp, "webcam", "dslr", 0.0001, 1, "done", [0.10, 1.00, 0.99], true);
-    write_run(exp, "webcam", "dslr", 0.0001, 2, "done", [0.10, 0.99, 0.97], true);
+    write_run(exp, ("amazon", "webcam"), 0.8, 2, "done", [0.04, 0.70, 0.68], false);
+    write_run(exp, ("amazon", "webcam"), 0.8, 3, "running", [0.04, 0.99, 0.99], true);
+    write_run(exp, ("webcam", "dslr"), 0.0, 1, "done", [0.10, 0.99, 0.98], true);
+    write_run(exp, ("webcam", "dslr"), 0.0, 2, "done", [0.10, 0.98, 0.96], true);
+    write_run(exp, ("webcam", "dslr"), 0.0001, 1, "done", [0.10, 1.00, 0.99], true);
+    write_run(exp, ("webcam", "dslr"), 0.0001, 2, "done", [0.10, 0.99, 0.97], true);
     let spec = format!(
         r#"{{"name": "fixture", "paper_table": {:?}, "paper_curves": {:?}, "seeds": [1, 2, 3]}}"#,
         paper_table().display().to_string(),
