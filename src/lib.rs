@@ -31,3 +31,9 @@ pub mod eval;
 pub mod train;
 /// metrics.csv rows and run.json.
 pub mod metrics;
+/// Tables from the run records: `run.json` + `metrics.csv` -> mean ± sd over seeds ->
+/// `summary.csv` and `table.md`, beside the paper's Table 1.
+pub mod report;
+/// Training curves from the run records, like the paper's Fig. 3: accuracies, losses and the
+/// CORAL distance against iteration, as PNG and SVG.
+pub mod plot;
