@@ -23,6 +23,42 @@ struct Cli {
 enum Command {
     /// Train one source->target run; writes metrics.csv and run.json into --out.
     Train(TrainArgs),
+    /// Tables of an experiment's runs: summary.csv and table.md beside the paper's Table 1.
+    Report {
+        /// The experiment's results folder, e.g. results/office31.
+        dir: PathBuf,
+        /// Paper table (JSON); default: the one the experiment's spec.json names.
+        #[arg(long)]
+        paper: Option<PathBuf>,
+    },
+    /// Training-curve figures of an experiment (PNG and SVG per transfer, as the paper's Fig. 3).
+    Plot {
+        /// The experiment's results folder, e.g. results/office31.
+        dir: PathBuf,
+        /// The authors' released curves (CSV); default: the one the experiment's spec.json names.
+        #[arg(long)]
+        paper_curves: Option<PathBuf>,
+    },
+    /// Import and inspect pretrained weights.
+    Weights {
+        #[command(subcommand)]
+        command: WeightsCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum WeightsCommand {
+    /// Convert a Caffe .caffemodel into .safetensors (`<layer>.weight`, `<layer>.bias`).
+    ImportCaffe {
+        input: PathBuf,
+        #[arg(short, long)]
+        output: PathBuf,
+        /// Check the tensors against this backbone's names and shapes.
+        #[arg(long, value_enum)]
+        arch: Option<Backbone>,
+    },
+    /// List a weights file's tensors and which backbone it fits.
+    Inspect { file: PathBuf },
 }
 
 /// Flags of `train`; any flag not given keeps the value from `--config`, else the paper's.
@@ -152,6 +188,31 @@ fn dispatch(cli: Cli) -> Result<ExitCode> {
                 Status::Interrupted => ExitCode::from(130),
                 Status::Running | Status::Failed => ExitCode::from(1),
             })
+        }
+        Command::Report { dir, paper } => {
+            deep_coral::report::report(&dir, paper.as_deref())?;
+            let table = dir.join("table.md");
+            print!("{}", std::fs::read_to_string(&table).with_context(|| format!("reading {}", table.display()))?);
+            eprintln!("wrote {} and {}", dir.join("summary.csv").display(), table.display());
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Plot { dir, paper_curves } => {
+            for path in deep_coral::plot::plot(&dir, paper_curves.as_deref())? {
+                println!("{}", path.display());
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Weights { command: WeightsCommand::ImportCaffe { input, output, arch } } => {
+            let tensors = deep_coral::caffe::import_caffe(&input, &output, arch)?;
+            for (name, shape) in &tensors {
+                println!("{name} {shape:?}");
+            }
+            eprintln!("wrote {} tensors to {}", tensors.len(), output.display());
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Weights { command: WeightsCommand::Inspect { file } } => {
+            print!("{}", deep_coral::inspect::inspect(&file)?);
+            Ok(ExitCode::SUCCESS)
         }
     }
 }
