@@ -295,11 +295,17 @@ fn train_loop(
             state.final_target_acc = Some(ev.accuracy);
             state.best_target_acc = Some(state.best_target_acc.map_or(ev.accuracy, |b| b.max(ev.accuracy)));
             bar.set_message(format!("target acc {:.3}", ev.accuracy));
-            bar.println(format!(
+            let line = format!(
                 "iter {it:>5} lr {:.1e} class {class_loss:.4} coral {coral_loss:.3e} dist {coral_distance:.3e} \
                  source acc {source_acc:.3} target acc {:.4} loss {:.4}",
                 row.lr, ev.accuracy, ev.loss
-            ));
+            );
+            // A hidden bar (stderr is not a terminal: a sweep's train.log) prints nothing itself.
+            if bar.is_hidden() {
+                eprintln!("{line}");
+            } else {
+                bar.println(line);
+            }
         }
         if it == cfg.iterations {
             bar.finish_and_clear();
