@@ -27,3 +27,9 @@ pub mod eval;
 pub mod train;
 /// metrics.csv rows and run.json.
 pub mod metrics;
+/// Experiment specs (JSON): a grid of transfers x lambdas x seeds, and each run's directory.
+pub mod spec;
+/// Launchers that execute a sweep's runs: `Local { jobs }` subprocesses, `DryRun` listing.
+pub mod launcher;
+/// Sweeps: run state from disk (done / incomplete / new), skip finished runs, launch the rest.
+pub mod sweep;
