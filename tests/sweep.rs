@@ -280,3 +280,45 @@ fn the_launcher_gets_the_grid_in_order_without_done_runs() {
     assert!(jobs.iter().all(|j| j.dir.join("config.json").is_file()));
     assert!(!runs[1].join("config.json").exists(), "a done run is left alone");
 }
+
+/// A recorder that, like `DryRun`, only lists.
+#[derive(Default)]
+struct Lister(Recorder);
+
+impl Launcher for Lister {
+    fn launch(&self, jobs: Vec<Job>, progress: &ProgressBar) -> anyhow::Result<Vec<Failure>> {
+        self.0.launch(jobs, progress)
+    }
+
+    fn executes(&self) -> bool {
+        false
+    }
+}
+
+#[test]
+fn a_dry_run_of_office31_lists_60_runs_without_data() {
+    let results = tempfile::tempdir().unwrap();
+    let spec = Path::new(env!("CARGO_MANIFEST_DIR")).join("experiments/office31.json");
+    let lister = Lister::default();
+    let s = sweep::sweep(&spec, results.path(), &lister, Path::new("deep-coral")).unwrap();
+    assert_eq!((s.total, s.new, s.launched), (60, 60, 0));
+    let jobs = lister.0.jobs.into_inner().unwrap();
+    assert_eq!(jobs.len(), 60);
+    assert_eq!(jobs[0].dir, results.path().join("office31/amazon_dslr/lambda_0/seed_1"));
+    assert_eq!(jobs[59].dir, results.path().join("office31/webcam_dslr/lambda_0.0001/seed_5"));
+    assert_eq!(std::fs::read_dir(results.path()).unwrap().count(), 0, "a dry run writes nothing");
+    // The real DryRun prints the same 60 lines (state, dir, command).
+    sweep::sweep(&spec, results.path(), &DryRun, Path::new("deep-coral")).unwrap();
+}
+
+#[test]
+fn a_dry_run_lists_done_runs_too() {
+    let fx = Fixture::new();
+    fx.sweep(&Local { jobs: 2 }).unwrap();
+    let lister = Lister::default();
+    let s = fx.sweep(&lister).unwrap();
+    assert_eq!((s.done_before, s.launched), (8, 0));
+    let jobs = lister.0.jobs.into_inner().unwrap();
+    assert_eq!(jobs.len(), 8);
+    assert!(jobs.iter().all(|j| j.state == RunState::Done));
+}
