@@ -7,7 +7,7 @@
 use std::path::Path;
 use std::time::Duration;
 
-use anyhow::{bail, Result};
+use anyhow::{bail, Context, Result};
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use serde::Deserialize;
 
@@ -101,10 +101,10 @@ pub fn sweep_spec(spec: &Spec, results_root: &Path, launcher: &dyn Launcher, exe
         spec.check_weights()?;
         check_unchanged(spec, &runs, &states)?;
         let exp_dir = results_root.join(&spec.name);
-        std::fs::create_dir_all(&exp_dir)?;
+        std::fs::create_dir_all(&exp_dir).with_context(|| format!("creating {}", exp_dir.display()))?;
         write_atomic(&exp_dir.join("spec.json"), spec.to_json().as_bytes())?;
         for (run, _) in runs.iter().zip(&states).filter(|(_, &s)| s != RunState::Done) {
-            std::fs::create_dir_all(&run.dir)?;
+            std::fs::create_dir_all(&run.dir).with_context(|| format!("creating {}", run.dir.display()))?;
             write_atomic(&run.dir.join("config.json"), (serde_json::to_string_pretty(&run.config)? + "\n").as_bytes())?;
         }
     }
