@@ -37,3 +37,9 @@ pub mod report;
 /// Training curves from the run records, like the paper's Fig. 3: accuracies, losses and the
 /// CORAL distance against iteration, as PNG and SVG.
 pub mod plot;
+/// Experiment specs (JSON): a grid of transfers x lambdas x seeds, and each run's directory.
+pub mod spec;
+/// Launchers that execute a sweep's runs: `Local { jobs }` subprocesses, `DryRun` listing.
+pub mod launcher;
+/// Sweeps: run state from disk (done / incomplete / new), skip finished runs, launch the rest.
+pub mod sweep;

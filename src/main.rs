@@ -23,6 +23,23 @@ struct Cli {
 enum Command {
     /// Train one source->target run; writes metrics.csv and run.json into --out.
     Train(TrainArgs),
+    /// Run an experiment's grid (spec JSON): every transfer x lambda x seed not done yet.
+    Sweep {
+        /// Experiment spec, e.g. experiments/office31.json.
+        spec: PathBuf,
+        /// Results root; runs go to <out>/<experiment>/<source>_<target>/lambda_<x>/seed_<n>/.
+        #[arg(long, default_value = "results")]
+        out: PathBuf,
+        /// Runs at a time on this machine (libtorch threads are shared out between them).
+        #[arg(long, default_value_t = 1)]
+        jobs: usize,
+        /// List the runs, their state and commands; run nothing, write nothing.
+        #[arg(long)]
+        dry_run: bool,
+        /// Use this data root for every run instead of the spec's.
+        #[arg(long)]
+        data_root: Option<PathBuf>,
+    },
     /// Tables of an experiment's runs: summary.csv and table.md beside the paper's Table 1.
     Report {
         /// The experiment's results folder, e.g. results/office31.
@@ -188,6 +205,21 @@ fn dispatch(cli: Cli) -> Result<ExitCode> {
                 Status::Interrupted => ExitCode::from(130),
                 Status::Running | Status::Failed => ExitCode::from(1),
             })
+        }
+        Command::Sweep { spec, out, jobs, dry_run, data_root } => {
+            let mut spec = deep_coral::spec::load(&spec)?;
+            if let Some(root) = data_root {
+                spec.set_data_root(root);
+            }
+            let launcher: Box<dyn deep_coral::launcher::Launcher> = if dry_run {
+                Box::new(deep_coral::launcher::DryRun)
+            } else {
+                anyhow::ensure!(jobs >= 1, "--jobs must be at least 1, got {jobs}");
+                Box::new(deep_coral::launcher::Local { jobs })
+            };
+            let exe = std::env::current_exe().context("locating the deep-coral executable")?;
+            deep_coral::sweep::sweep_spec(&spec, &out, launcher.as_ref(), &exe)?;
+            Ok(ExitCode::SUCCESS)
         }
         Command::Report { dir, paper } => {
             deep_coral::report::report(&dir, paper.as_deref())?;
