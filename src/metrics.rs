@@ -126,13 +126,26 @@ impl MetricsLog {
     }
 }
 
-/// Reads every row of a `metrics.csv`.
+/// Reads every row of a `metrics.csv`; an error names the file, the line and the column.
 pub fn read_rows(path: &Path) -> Result<Vec<MetricsRow>> {
     let mut reader = csv::Reader::from_path(path).with_context(|| format!("reading {}", path.display()))?;
-    reader
-        .deserialize()
-        .collect::<Result<Vec<MetricsRow>, _>>()
-        .with_context(|| format!("parsing {}", path.display()))
+    let headers = reader.headers().with_context(|| format!("reading the header of {}", path.display()))?.clone();
+    let mut rows = Vec::new();
+    for record in reader.records() {
+        let record = record.with_context(|| format!("reading {}", path.display()))?;
+        let row = record.deserialize::<MetricsRow>(Some(&headers)).map_err(|e| {
+            let line = record.position().map_or(0, |p| p.line());
+            let column = match e.kind() {
+                csv::ErrorKind::Deserialize { err, .. } => {
+                    err.field().and_then(|i| headers.get(i as usize)).unwrap_or("?").to_string()
+                }
+                _ => "?".into(),
+            };
+            anyhow::anyhow!("{}: line {line}, column {column}: {e}", path.display())
+        })?;
+        rows.push(row);
+    }
+    Ok(rows)
 }
 
 /// Where a run stands; `done` is written last, so anything else means "incomplete".

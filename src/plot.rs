@@ -19,7 +19,8 @@ use anyhow::{anyhow, bail, Context, Result};
 use plotters::coord::Shift;
 use plotters::prelude::*;
 
-use crate::report::{self, Lambda, MetricsRecord, Transfer};
+use crate::metrics::{self, MetricsRow};
+use crate::report::{self, Lambda, Transfer};
 
 /// Figure size in pixels (three 600x500 panels).
 pub const SIZE: (u32, u32) = (1800, 500);
@@ -51,13 +52,13 @@ pub struct BandPoint {
 
 /// Per iteration, the mean, min and max of `value` over `runs`, skipping non-finite values
 /// (and, with `positive_only`, values <= 0, for log axes).
-pub fn band(runs: &[Vec<MetricsRecord>], value: fn(&MetricsRecord) -> f64, positive_only: bool) -> Vec<BandPoint> {
+pub fn band(runs: &[Vec<MetricsRow>], value: fn(&MetricsRow) -> f64, positive_only: bool) -> Vec<BandPoint> {
     let mut at: BTreeMap<u64, Vec<f64>> = BTreeMap::new();
     for run in runs {
         for row in run {
             let v = value(row);
             if v.is_finite() && (!positive_only || v > 0.0) {
-                at.entry(row.iteration).or_default().push(v);
+                at.entry(row.iteration as u64).or_default().push(v);
             }
         }
     }
@@ -155,7 +156,7 @@ pub struct LambdaCurves {
 }
 
 impl LambdaCurves {
-    pub fn from_runs(lambda: f64, runs: &[Vec<MetricsRecord>]) -> Self {
+    pub fn from_runs(lambda: f64, runs: &[Vec<MetricsRow>]) -> Self {
         Self {
             lambda,
             seeds: runs.len(),
@@ -484,9 +485,9 @@ pub fn figures(experiment_dir: &Path, paper_curves: Option<&Path>) -> Result<Vec
         })?,
         None => BTreeMap::new(),
     };
-    let mut by_transfer: BTreeMap<Transfer, BTreeMap<Lambda, Vec<Vec<MetricsRecord>>>> = BTreeMap::new();
+    let mut by_transfer: BTreeMap<Transfer, BTreeMap<Lambda, Vec<Vec<MetricsRow>>>> = BTreeMap::new();
     for run in &exp.done {
-        let rows = report::read_metrics(&run.dir.join("metrics.csv"))?;
+        let rows = metrics::read_rows(&run.dir.join("metrics.csv"))?;
         by_transfer.entry(run.transfer.clone()).or_default().entry(Lambda(run.lambda)).or_default().push(rows);
     }
     let order = report::column_order(&by_transfer.keys().cloned().collect(), None);
@@ -525,8 +526,8 @@ pub fn plot(experiment_dir: &Path, paper_curves: Option<&Path>) -> Result<Vec<Pa
 mod tests {
     use super::*;
 
-    fn row(iteration: u64, target_acc: f64, coral_distance: f64) -> MetricsRecord {
-        MetricsRecord {
+    fn row(iteration: usize, target_acc: f64, coral_distance: f64) -> MetricsRow {
+        MetricsRow {
             iteration,
             epoch: 0.0,
             lr: 1e-3,

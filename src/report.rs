@@ -20,6 +20,8 @@ use std::path::{Path, PathBuf};
 use anyhow::{bail, Context, Result};
 use serde::Deserialize;
 
+use crate::metrics::MetricsRow;
+
 /// The paper's transfers in Table 1's column order (A->D, A->W, D->A, D->W, W->A, W->D).
 pub const PAPER_SHIFTS: [(&str, &str); 6] = [
     ("amazon", "dslr"),
@@ -87,83 +89,6 @@ impl Ord for Lambda {
 
 // ---------------------------------------------------------------------------------------
 // Records on disk
-
-/// One row of a run's `metrics.csv` (one evaluation). Accuracies are fractions 0..1; a value
-/// the run could not measure (losses before the first step) is NaN.
-#[derive(Debug, Clone, PartialEq)]
-pub struct MetricsRecord {
-    pub iteration: u64,
-    pub epoch: f64,
-    pub lr: f64,
-    pub class_loss: f64,
-    pub coral_loss: f64,
-    pub weighted_coral_loss: f64,
-    pub coral_distance: f64,
-    pub source_acc: f64,
-    pub target_acc: f64,
-    pub target_loss: f64,
-    pub elapsed_s: f64,
-}
-
-/// The columns of `metrics.csv` this module reads (the sweep's header, in its order).
-pub const METRICS_COLUMNS: [&str; 11] = [
-    "iteration",
-    "epoch",
-    "lr",
-    "class_loss",
-    "coral_loss",
-    "weighted_coral_loss",
-    "coral_distance",
-    "source_acc",
-    "target_acc",
-    "target_loss",
-    "elapsed_s",
-];
-
-/// Reads a run's `metrics.csv`; columns are found by name (extra columns are ignored), `NaN`
-/// and empty fields read as NaN. Errors name the file, the line and the column.
-pub fn read_metrics(path: &Path) -> Result<Vec<MetricsRecord>> {
-    let mut reader = csv::Reader::from_path(path).with_context(|| format!("reading {}", path.display()))?;
-    let headers = reader.headers().with_context(|| format!("reading the header of {}", path.display()))?.clone();
-    let mut index = [0usize; 11];
-    for (slot, name) in index.iter_mut().zip(METRICS_COLUMNS) {
-        *slot = headers.iter().position(|h| h.trim() == name).with_context(|| {
-            format!("{}: no column `{name}` in the header (expected {})", path.display(), METRICS_COLUMNS.join(","))
-        })?;
-    }
-    let mut rows = Vec::new();
-    for (i, record) in reader.records().enumerate() {
-        let line = i + 2;
-        let record = record.with_context(|| format!("{}: line {line}", path.display()))?;
-        let field = |k: usize| -> Result<f64> {
-            let text = record.get(index[k]).unwrap_or("").trim();
-            if text.is_empty() {
-                return Ok(f64::NAN);
-            }
-            text.parse::<f64>().with_context(|| {
-                format!("{}: line {line}, column {}: `{text}` is not a number", path.display(), METRICS_COLUMNS[k])
-            })
-        };
-        let iteration = record.get(index[0]).unwrap_or("").trim();
-        let iteration = iteration.parse::<u64>().with_context(|| {
-            format!("{}: line {line}, column iteration: `{iteration}` is not an iteration number", path.display())
-        })?;
-        rows.push(MetricsRecord {
-            iteration,
-            epoch: field(1)?,
-            lr: field(2)?,
-            class_loss: field(3)?,
-            coral_loss: field(4)?,
-            weighted_coral_loss: field(5)?,
-            coral_distance: field(6)?,
-            source_acc: field(7)?,
-            target_acc: field(8)?,
-            target_loss: field(9)?,
-            elapsed_s: field(10)?,
-        });
-    }
-    Ok(rows)
-}
 
 /// The part of `run.json` a report needs; unknown keys are ignored.
 #[derive(Debug, Deserialize)]
@@ -598,8 +523,8 @@ impl GroupSummary {
 /// `final_target_acc`, else the last row of `metrics.csv`; best is the maximum over rows.
 pub fn run_accuracies(run: &RunRecord) -> Result<(f64, f64)> {
     let path = run.dir.join("metrics.csv");
-    let rows = read_metrics(&path)?;
-    let finite: Vec<&MetricsRecord> = rows.iter().filter(|r| r.target_acc.is_finite()).collect();
+    let rows = crate::metrics::read_rows(&path)?;
+    let finite: Vec<&MetricsRow> = rows.iter().filter(|r| r.target_acc.is_finite()).collect();
     let best = finite.iter().map(|r| r.target_acc).fold(f64::NAN, f64::max);
     let last = rows.last().map(|r| r.target_acc).filter(|a| a.is_finite());
     let Some(final_acc) = run.final_target_acc.or(last) else {
@@ -991,16 +916,6 @@ pub struct ReportParts<'a> {
     pub paper: Option<&'a PaperTable>,
 }
 
-/// Writes `contents` to `path` through a temporary file in the same folder and a rename, so a
-/// reader never sees half a file.
-pub fn write_atomic(path: &Path, contents: &[u8]) -> Result<()> {
-    let dir = path.parent().unwrap_or(Path::new("."));
-    let name = path.file_name().with_context(|| format!("{} has no file name", path.display()))?;
-    let tmp = dir.join(format!(".{}.tmp", name.to_string_lossy()));
-    std::fs::write(&tmp, contents).with_context(|| format!("writing {}", tmp.display()))?;
-    std::fs::rename(&tmp, path).with_context(|| format!("renaming {} to {}", tmp.display(), path.display()))
-}
-
 /// Reads the experiment at `experiment_dir`, writes `summary.csv` and `table.md` into it and
 /// returns what it found. `paper_table` overrides the `paper_table` named by the experiment's
 /// `spec.json`; with neither, the table has no paper rows.
@@ -1044,8 +959,8 @@ pub fn report(experiment_dir: &Path, paper_table: Option<&Path>) -> Result<Repor
     let csv = summary_csv(&groups);
     let summary_path = experiment_dir.join("summary.csv");
     let table_path = experiment_dir.join("table.md");
-    write_atomic(&summary_path, csv.as_bytes())?;
-    write_atomic(&table_path, markdown.as_bytes())?;
+    crate::metrics::write_atomic(&summary_path, csv.as_bytes())?;
+    crate::metrics::write_atomic(&table_path, markdown.as_bytes())?;
     let no_baseline = columns.iter().filter(|t| find_any(&groups, t, |l| l == 0.0).is_none()).cloned().collect();
     let no_adapted = columns.iter().filter(|t| find_any(&groups, t, |l| l > 0.0).is_none()).cloned().collect();
     Ok(Report {
