@@ -47,10 +47,19 @@ impl ImageSet {
 
 /// Decodes one file to 256x256 RGB CHW bytes; the error names the file.
 pub fn decode(path: &Path) -> Result<Vec<u8>> {
-    let img = image::ImageReader::open(path)
-        .with_context(|| format!("opening image {}", path.display()))?
+    let bytes = std::fs::read(path).with_context(|| format!("reading image {}", path.display()))?;
+    let mut reader = image::ImageReader::new(std::io::Cursor::new(&bytes))
         .with_guessed_format()
-        .with_context(|| format!("reading image {}", path.display()))?
+        .with_context(|| format!("reading image {}", path.display()))?;
+    if reader.format().is_none() {
+        if let Ok(format) = image::ImageFormat::from_path(path) {
+            reader.set_format(format);
+        }
+    }
+    if bytes.starts_with(&[0xFF, 0xD8, 0xFF]) && !jpeg_is_complete(&bytes) {
+        bail!("decoding image {}: the JPEG data ends before its end-of-image marker (truncated file)", path.display());
+    }
+    let img = reader
         .decode()
         .with_context(|| format!("decoding image {} (corrupt, truncated or not an image)", path.display()))?;
     let rgb = image::imageops::resize(&img.to_rgb8(), STORED as u32, STORED as u32, image::imageops::FilterType::Triangle);
@@ -63,6 +72,15 @@ pub fn decode(path: &Path) -> Result<Vec<u8>> {
         chw[2 * plane + p] = px[2];
     }
     Ok(chw)
+}
+
+/// Whether JPEG `bytes` hold the end-of-image marker (FF D9) after their last start-of-scan
+/// marker (FF DA). The decoder fills a file cut short with grey and reports no error, so this is
+/// how a truncated file is caught; entropy-coded data never holds FF D9, and bytes after the
+/// marker (some cameras append data) are allowed.
+fn jpeg_is_complete(bytes: &[u8]) -> bool {
+    let Some(sos) = bytes.windows(2).rposition(|w| w == [0xFF, 0xDA]) else { return false };
+    bytes[sos..].windows(2).any(|w| w == [0xFF, 0xD9])
 }
 
 /// Decodes `files` in parallel with a progress bar labelled `what`. A file that fails to decode
@@ -88,7 +106,7 @@ pub fn decode_all(files: &[(PathBuf, i64)], what: &str, skip_bad: bool) -> Resul
                 eprintln!("warning: skipping {}: {e:#}", path.display());
                 set.skipped.push(SkippedImage { path: path.clone(), error: format!("{e:#}") });
             }
-            Err(e) => return Err(e.context("use --skip-bad-images to skip such files")),
+            Err(e) => bail!("{e:#}; use --skip-bad-images to skip such files"),
         }
     }
     if set.is_empty() {
@@ -121,6 +139,14 @@ mod tests {
         let tmp = tempfile::tempdir().unwrap();
         let good = tmp.path().join("good.png");
         image::RgbImage::new(8, 8).save(&good).unwrap();
+        let jpeg = tmp.path().join("whole.jpg");
+        image::RgbImage::from_fn(64, 64, |x, y| image::Rgb([x as u8 * 4, y as u8 * 4, 9])).save(&jpeg).unwrap();
+        let bytes = std::fs::read(&jpeg).unwrap();
+        assert!(jpeg_is_complete(&bytes));
+        let cut = tmp.path().join("cut.jpg");
+        std::fs::write(&cut, &bytes[..bytes.len() * 2 / 3]).unwrap();
+        let err = format!("{:#}", decode(&cut).unwrap_err());
+        assert!(err.contains("cut.jpg") && err.contains("truncated"), "{err}");
         let bad = tmp.path().join("notes.txt");
         std::fs::write(&bad, "not an image").unwrap();
         let files = [(good, 0), (bad.clone(), 1)];

@@ -20,7 +20,8 @@ use crate::spec::RunSpec;
 use crate::sweep::RunState;
 
 /// One run to execute: `<exe> train --config <dir>/config.json --out <dir>`, output appended
-/// to `<dir>/train.log`. A run with a checkpoint is resumed instead:
+/// to `<dir>/train.log`. A run with a checkpoint (`<dir>/checkpoint/state.json`, which a
+/// checkpoint writes last) is resumed instead:
 /// `<exe> train --out <dir> --resume` (the train CLI then takes the config from
 /// `<dir>/run.json`; it refuses `--config` together with `--resume`).
 #[derive(Debug, Clone, PartialEq)]
@@ -37,10 +38,11 @@ pub struct Job {
 }
 
 impl Job {
-    /// The command for `run`: resume when its directory holds a checkpoint and a run.json.
+    /// The command for `run`: resume when its directory holds a whole checkpoint and a run.json
+    /// (a checkpoint folder without state.json, from a save cut short, starts the run afresh).
     pub fn new(run: &RunSpec, state: RunState, exe: &Path) -> Job {
         let dir = &run.dir;
-        let resume = dir.join("checkpoint").is_dir() && dir.join("run.json").is_file();
+        let resume = dir.join("checkpoint/state.json").is_file() && dir.join("run.json").is_file();
         let mut args: Vec<OsString> = vec!["train".into()];
         if !resume {
             args.extend(["--config".into(), dir.join("config.json").into()]);
@@ -232,6 +234,9 @@ mod tests {
 
         std::fs::create_dir_all(dir.join("checkpoint")).unwrap();
         std::fs::write(dir.join("run.json"), r#"{"status": "interrupted"}"#).unwrap();
+        let job = Job::new(&run(&dir), RunState::Incomplete, Path::new("/bin/deep-coral"));
+        assert_eq!(job.args[1], "--config", "a checkpoint folder without state.json is no checkpoint");
+        std::fs::write(dir.join("checkpoint/state.json"), "{}").unwrap();
         let job = Job::new(&run(&dir), RunState::Incomplete, Path::new("/bin/deep-coral"));
         let expect: Vec<OsString> = vec!["train".into(), "--out".into(), dir.clone().into(), "--resume".into()];
         assert_eq!(job.args, expect);

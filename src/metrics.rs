@@ -109,14 +109,33 @@ impl MetricsLog {
     }
 
     /// Reopens an existing file for appending, keeping its first `keep_rows` rows (a resumed
-    /// run drops rows written after its checkpoint).
+    /// run drops rows written after its checkpoint, a cut-off last line included). The kept
+    /// rows are rewritten atomically, so a kill while resuming loses nothing.
     pub fn resume(path: &Path, keep_rows: usize) -> Result<Self> {
-        let rows = read_rows(path)?;
-        let mut log = Self::create(path)?;
-        for row in rows.into_iter().take(keep_rows) {
-            log.append(&row)?;
+        let mut reader = csv::Reader::from_path(path).with_context(|| format!("reading {}", path.display()))?;
+        let rows = reader
+            .deserialize()
+            .take(keep_rows)
+            .collect::<Result<Vec<MetricsRow>, _>>()
+            .with_context(|| format!("parsing {}", path.display()))?;
+        anyhow::ensure!(
+            rows.len() == keep_rows,
+            "{} holds {} rows, but the checkpoint was taken after {keep_rows}",
+            path.display(),
+            rows.len()
+        );
+        let mut kept = csv::WriterBuilder::new().has_headers(false).from_writer(Vec::new());
+        kept.write_record(COLUMNS)?;
+        for row in &rows {
+            kept.serialize(row)?;
         }
-        Ok(log)
+        write_atomic(path, &kept.into_inner().context("buffering metrics rows")?)?;
+        let file = std::fs::OpenOptions::new()
+            .append(true)
+            .open(path)
+            .with_context(|| format!("opening {} for appending", path.display()))?;
+        let writer = csv::WriterBuilder::new().has_headers(false).from_writer(file);
+        Ok(Self { writer, path: path.to_path_buf() })
     }
 
     pub fn append(&mut self, row: &MetricsRow) -> Result<()> {
@@ -268,6 +287,16 @@ mod tests {
         log.append(&row(100)).unwrap();
         let its: Vec<_> = read_rows(&path).unwrap().iter().map(|r| r.iteration).collect();
         assert_eq!(its, [0, 100]);
+        drop(log);
+        // A process killed mid-write leaves a cut-off last line; rows past the checkpoint go.
+        std::fs::OpenOptions::new().append(true).open(&path).unwrap().write_all(b"150,0.5,0.0").unwrap();
+        let mut log = MetricsLog::resume(&path, 2).unwrap();
+        log.append(&row(150)).unwrap();
+        let its: Vec<_> = read_rows(&path).unwrap().iter().map(|r| r.iteration).collect();
+        assert_eq!(its, [0, 100, 150]);
+        let err = MetricsLog::resume(&path, 4).err().expect("too few rows").to_string();
+        assert!(err.contains("after 4"), "{err}");
+        assert_eq!(std::fs::read_dir(tmp.path()).unwrap().count(), 1, "no temporary file left");
     }
 
     #[test]
@@ -279,6 +308,20 @@ mod tests {
         let (c, l, d, a) = m.means();
         assert_eq!((c, d, a), (2.0, 3.0, 0.5));
         assert!((l - 0.2).abs() < 1e-12);
+    }
+
+    #[test]
+    fn f64_survive_json_exactly() {
+        // Checkpoints keep the running sums of StepMeans in JSON; a resumed run needs every bit.
+        let mut x = 0x2545_F491_4F6C_DD1Du64;
+        for _ in 0..10_000 {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            let v = (x >> 11) as f64 / (1u64 << 53) as f64 * 10.0;
+            let back: f64 = serde_json::from_str(&serde_json::to_string(&v).unwrap()).unwrap();
+            assert_eq!(back.to_bits(), v.to_bits(), "{v:?}");
+        }
     }
 
     #[test]

@@ -30,8 +30,9 @@ pub fn device_name(device: Device) -> String {
 }
 
 /// Sets libtorch's intra-op threads (0 keeps its default, one per core) and returns the count.
-/// Inter-op threads are pinned to 1: a run is one graph at a time, and fixed thread counts keep
-/// CPU reductions, hence metrics, bit-for-bit repeatable.
+/// A fixed count keeps CPU reductions, hence metrics, bit-for-bit repeatable (tests/faults.rs);
+/// libtorch's inter-op pool is left alone: eager-mode training runs one op at a time and
+/// never uses it.
 pub fn set_threads(threads: usize) -> usize {
     if threads > 0 {
         tch::set_num_threads(threads as i32);

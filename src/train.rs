@@ -37,8 +37,13 @@ const EVAL_CHUNK: usize = 128;
 struct LoopState {
     /// Iterations completed when the checkpoint was taken.
     iteration: usize,
-    /// Rows of metrics.csv written before that (those of iterations < `iteration`).
+    /// Rows of metrics.csv written before that (those of iterations < `iteration`, and the row
+    /// of `iteration` itself when `evaluated`).
     rows: usize,
+    /// The row of `iteration` is already written: a checkpoint taken on interruption, after
+    /// that row. A resumed run does not write it again.
+    #[serde(default)]
+    evaluated: bool,
     source: EpochSampler,
     target: EpochSampler,
     augment: ChaCha8Rng,
@@ -160,18 +165,23 @@ pub enum Start {
 pub fn run(cfg: &TrainConfig, out: &Path, start: Start, stop: &AtomicBool) -> Result<RunRecord> {
     cfg.validate()?;
     let record_path = out.join("run.json");
-    if let Start::Fresh { force: false } = start {
-        if let Ok(old) = RunRecord::read(&record_path) {
-            if old.status == Status::Done {
-                bail!("{} holds a finished run; choose another --out, or pass --force to replace it", out.display());
+    if let Ok(old) = RunRecord::read(&record_path) {
+        if old.status == Status::Done {
+            match start {
+                Start::Fresh { force: false } => {
+                    bail!("{} holds a finished run; choose another --out, or pass --force to replace it", out.display())
+                }
+                Start::Resume => bail!("{} holds a finished run; there is nothing to resume", out.display()),
+                Start::Fresh { force: true } => {}
             }
         }
     }
-    std::fs::create_dir_all(out).with_context(|| format!("creating output folder {}", out.display()))?;
     let device = runtime::device(cfg.device)?;
     let threads = runtime::set_threads(cfg.threads);
     let data = load_data(cfg)?;
     let mut model = Model::new(cfg, data.classes.len(), device)?;
+    // Created only once the data and weights are known to be usable: bad input leaves no folder.
+    std::fs::create_dir_all(out).with_context(|| format!("creating output folder {}", out.display()))?;
 
     let mut record = RunRecord {
         config: cfg.clone(),
@@ -205,6 +215,7 @@ pub fn run(cfg: &TrainConfig, out: &Path, start: Start, stop: &AtomicBool) -> Re
             let state = LoopState {
                 iteration: 0,
                 rows: 0,
+                evaluated: false,
                 source: EpochSampler::new(data.source.len(), runtime::rng(cfg.seed, Stream::SourceOrder)),
                 target: EpochSampler::new(data.target.len(), runtime::rng(cfg.seed, Stream::TargetOrder)),
                 augment: runtime::rng(cfg.seed, Stream::Augment),
@@ -273,7 +284,7 @@ fn train_loop(
     loop {
         let it = state.iteration;
         state.elapsed_s = elapsed_before + clock.elapsed().as_secs_f64();
-        if it % cfg.eval_every == 0 || it == cfg.iterations {
+        if (it % cfg.eval_every == 0 || it == cfg.iterations) && !state.evaluated {
             let ev = eval::evaluate(model.net.as_ref(), &data.target, &model.input, cfg.channels_last, device, EVAL_CHUNK);
             let (class_loss, coral_loss, coral_distance, source_acc) = state.means.means();
             let row = MetricsRow {
@@ -291,6 +302,7 @@ fn train_loop(
             };
             log.append(&row)?;
             state.rows += 1;
+            state.evaluated = true;
             state.means = StepMeans::default();
             state.final_target_acc = Some(ev.accuracy);
             state.best_target_acc = Some(state.best_target_acc.map_or(ev.accuracy, |b| b.max(ev.accuracy)));
@@ -326,6 +338,7 @@ fn train_loop(
         }
         state.means.add(stats);
         state.iteration += 1;
+        state.evaluated = false;
         bar.inc(1);
         if cfg.checkpoint_every > 0 && state.iteration % cfg.checkpoint_every == 0 && state.iteration < cfg.iterations {
             state.elapsed_s = elapsed_before + clock.elapsed().as_secs_f64();
@@ -334,17 +347,34 @@ fn train_loop(
     }
 }
 
-/// Writes model, momentum buffers and loop state into `dir`, each file atomically.
+/// The checkpoint's tensor files of iteration `it`: model weights and momentum buffers.
+fn tensor_files(it: usize) -> [String; 2] {
+    [format!("model-{it}.safetensors"), format!("optimizer-{it}.safetensors")]
+}
+
+/// Writes model, momentum buffers and loop state into `dir`, each file atomically. The tensor
+/// files are named by iteration and `state.json`, written last, names the iteration, so a
+/// process killed at any point leaves the previous checkpoint whole; older files go after.
 fn save_checkpoint(dir: &Path, model: &Model, state: &LoopState) -> Result<()> {
     std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
     let write_tensors = |name: &str, tensors: Vec<(String, Tensor)>| -> Result<()> {
+        // safetensors holds row-major data only; channels-last variables are copied out.
+        let tensors: Vec<(String, Tensor)> = tensors.into_iter().map(|(k, t)| (k, t.contiguous())).collect();
         let (path, tmp) = (dir.join(name), dir.join(format!("{name}.tmp")));
         Tensor::write_safetensors(&tensors, &tmp).with_context(|| format!("writing {}", tmp.display()))?;
         std::fs::rename(&tmp, &path).with_context(|| format!("writing {}", path.display()))
     };
-    write_tensors("model.safetensors", model.vs.variables().into_iter().collect())?;
-    write_tensors("optimizer.safetensors", model.opt.velocities())?;
-    crate::metrics::write_atomic(&dir.join("state.json"), serde_json::to_string(state)?.as_bytes())
+    let [model_file, optimizer_file] = tensor_files(state.iteration);
+    write_tensors(&model_file, model.vs.variables().into_iter().collect())?;
+    write_tensors(&optimizer_file, model.opt.velocities())?;
+    crate::metrics::write_atomic(&dir.join("state.json"), serde_json::to_string(state)?.as_bytes())?;
+    for entry in std::fs::read_dir(dir).with_context(|| format!("reading {}", dir.display()))?.flatten() {
+        let name = entry.file_name().to_string_lossy().into_owned();
+        if name.ends_with(".safetensors") && name != model_file && name != optimizer_file {
+            std::fs::remove_file(entry.path()).ok();
+        }
+    }
+    Ok(())
 }
 
 fn load_checkpoint(dir: &Path, model: &mut Model) -> Result<LoopState> {
@@ -356,7 +386,8 @@ fn load_checkpoint(dir: &Path, model: &mut Model) -> Result<LoopState> {
         let p: PathBuf = dir.join(name);
         Ok(Tensor::read_safetensors(&p).with_context(|| format!("reading {}", p.display()))?.into_iter().collect())
     };
-    let saved = read("model.safetensors")?;
+    let [model_file, optimizer_file] = tensor_files(state.iteration);
+    let saved = read(&model_file)?;
     tch::no_grad(|| -> Result<()> {
         for (name, mut var) in model.vs.variables() {
             let t = saved.get(&name).with_context(|| format!("checkpoint {} lacks {name}", dir.display()))?;
@@ -365,7 +396,7 @@ fn load_checkpoint(dir: &Path, model: &mut Model) -> Result<LoopState> {
         Ok(())
     })?;
     let velocities: HashMap<String, Tensor> =
-        read("optimizer.safetensors")?.into_iter().map(|(k, v)| (k, v.to_device(model.vs.device()))).collect();
+        read(&optimizer_file)?.into_iter().map(|(k, v)| (k, v.to_device(model.vs.device()))).collect();
     model.opt.set_velocities(&velocities)?;
     Ok(state)
 }

@@ -171,6 +171,7 @@ fn a_run_with_a_checkpoint_is_resumed() {
     let fx = Fixture::new();
     let dir = fx.run("amazon_dslr/lambda_0.5/seed_1");
     std::fs::create_dir_all(dir.join("checkpoint")).unwrap();
+    std::fs::write(dir.join("checkpoint/state.json"), "{}").unwrap();
     std::fs::write(dir.join("run.json"), r#"{"status": "interrupted"}"#).unwrap();
     fx.sweep(&Local { jobs: 2 }).unwrap();
     let log = std::fs::read_to_string(fx.results.join("calls.log")).unwrap();

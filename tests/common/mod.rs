@@ -1,7 +1,7 @@
 //! Helpers shared by the integration tests: where things are, how to run the binary.
 #![allow(dead_code)]
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
 /// The repository root.
@@ -45,4 +45,130 @@ pub fn run_ok(cmd: &mut Command) -> Output {
 
 pub fn stderr(out: &Output) -> String {
     String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+/// The real ImageNet SqueezeNet 1.1 weights in ../shared (4.9 MB).
+pub fn squeezenet_weights() -> PathBuf {
+    shared().join("weights/squeezenet1_1-caffe-imagenet.safetensors")
+}
+
+/// Writes a tiny synthetic domain `<root>/<domain>/<class>/<i>.png`: `per_class` 24x24 images
+/// per class, a colour per class plus a deterministic texture, the target domain a little
+/// darker than the source (a domain shift). Decoding resizes them to 256x256 like any image.
+pub fn write_domain(root: &Path, domain: &str, classes: &[&str], per_class: usize) {
+    let shift = domain.bytes().map(u32::from).sum::<u32>() % 40;
+    for (c, class) in classes.iter().enumerate() {
+        let dir = root.join(domain).join(class);
+        std::fs::create_dir_all(&dir).unwrap();
+        for i in 0..per_class {
+            let img = image::RgbImage::from_fn(24, 24, |x, y| {
+                let t = (x * 7 + y * 13 + i as u32 * 31) % 64;
+                let base = [(c as u32 * 97) % 256, (c as u32 * 53 + 80) % 256, (255 - c as u32 * 71) % 256];
+                image::Rgb(base.map(|b| ((b + t) % 256).saturating_sub(shift) as u8))
+            });
+            img.save(dir.join(format!("{i}.png"))).unwrap();
+        }
+    }
+}
+
+/// Domains `src` and `tgt` with classes `a` and `b`, 3 images each: 6 images per domain.
+pub fn tiny_data(root: &Path) -> PathBuf {
+    let data = root.join("data");
+    for d in ["src", "tgt"] {
+        write_domain(&data, d, &["a", "b"], 3);
+    }
+    data
+}
+
+/// Defaults of a tiny CPU run (SqueezeNet, batch 2, 6 iterations, a row every 2); a flag in
+/// `extra` replaces its default.
+const TINY_DEFAULTS: [(&str, &str); 10] = [
+    ("--source", "src"),
+    ("--target", "tgt"),
+    ("--backbone", "squeezenet1_1"),
+    ("--lambda", "1"),
+    ("--iterations", "6"),
+    ("--eval-every", "2"),
+    ("--batch-size", "2"),
+    ("--seed", "1"),
+    ("--threads", "1"),
+    ("--device", "cpu"),
+];
+
+/// `deep-coral train` on `data` into `out` with the tiny defaults, the real SqueezeNet weights
+/// unless `extra` names `--weights`, and `extra` on top.
+pub fn tiny_train(data: &Path, out: &Path, extra: &[&str]) -> Command {
+    let mut cmd = bin();
+    cmd.arg("train").arg("--data-root").arg(data).arg("--out").arg(out);
+    if !extra.contains(&"--weights") {
+        cmd.arg("--weights").arg(squeezenet_weights());
+    }
+    for (flag, value) in TINY_DEFAULTS {
+        if !extra.contains(&flag) {
+            cmd.args([flag, value]);
+        }
+    }
+    cmd.args(extra);
+    cmd
+}
+
+/// Runs `cmd`, expects it to fail with exit code `code`, and returns its stderr.
+pub fn run_fails(cmd: &mut Command, code: i32) -> String {
+    let out = cmd.output().expect("spawn");
+    let err = stderr(&out);
+    assert_eq!(out.status.code(), Some(code), "{cmd:?}: expected exit {code}, stderr:\n{err}");
+    err
+}
+
+/// metrics.csv without its `elapsed_s` column: what must be identical between equal runs.
+pub fn metrics_sans_elapsed(dir: &Path) -> String {
+    let text = std::fs::read_to_string(dir.join("metrics.csv")).unwrap();
+    text.lines().map(|l| l.rsplit_once(',').unwrap().0.to_string() + "\n").collect()
+}
+
+/// Every line of `dir/metrics.csv` is a whole row: 11 fields, newline-terminated. Returns the
+/// number of data rows.
+pub fn assert_whole_rows(dir: &Path) -> usize {
+    let text = std::fs::read_to_string(dir.join("metrics.csv")).unwrap();
+    assert!(text.ends_with('\n'), "metrics.csv ends mid-line: {text:?}");
+    for line in text.lines() {
+        assert_eq!(line.split(',').count(), 11, "not a whole row: {line:?}");
+    }
+    text.lines().count() - 1
+}
+
+/// Every file under `dir`, recursively.
+pub fn files_under(dir: &Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    if let Ok(entries) = std::fs::read_dir(dir) {
+        for e in entries.flatten() {
+            let p = e.path();
+            if p.is_dir() {
+                out.extend(files_under(&p));
+            } else {
+                out.push(p);
+            }
+        }
+    }
+    out
+}
+
+/// Asserts that no temporary file (`*.tmp`) is left under `dir`.
+pub fn assert_no_tmp(dir: &Path) {
+    let tmp: Vec<_> = files_under(dir).into_iter().filter(|p| p.to_string_lossy().ends_with(".tmp")).collect();
+    assert!(tmp.is_empty(), "temporary files left: {tmp:?}");
+}
+
+/// Polls `cond` every 10 ms for up to `secs` seconds.
+pub fn wait_for(secs: u64, what: &str, mut cond: impl FnMut() -> bool) {
+    let end = std::time::Instant::now() + std::time::Duration::from_secs(secs);
+    while !cond() {
+        assert!(std::time::Instant::now() < end, "timed out after {secs} s waiting for {what}");
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+}
+
+/// Data rows in `dir/metrics.csv` so far (0 while it does not exist).
+pub fn rows_so_far(dir: &Path) -> usize {
+    std::fs::read_to_string(dir.join("metrics.csv")).map_or(0, |t| t.lines().count().saturating_sub(1))
 }
