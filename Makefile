@@ -9,6 +9,9 @@ RESULTS ?= results
 JOBS ?= 1
 OFFICE31 ?=
 SWEEP_FLAGS ?=
+BENCH_FLAGS ?=
+PYTORCH_BENCH_FLAGS ?=
+BENCH_OUT ?= target/bench
 
 .PHONY: setup build test reproduce data weights sweep report plot bench clean-venv
 
@@ -47,6 +50,17 @@ report: build
 
 plot: build
 	$(BIN) plot $(RESULTS)/$(EXPERIMENT)
+
+# Speed of the training step per backbone (deep-coral bench: its compute limit, the full
+# iteration at lambda and 0, decoding, peak memory), then the standard PyTorch pipeline
+# (bench/pytorch_pipeline.py: ImageFolder + DataLoader) with the same backbones, batch, threads,
+# iterations and data, then both side by side. Quick smoke run:
+#   make bench BENCH_FLAGS="--batch-size 8 --iterations 2"
+bench: build
+	@mkdir -p $(BENCH_OUT)
+	$(BIN) bench $(BENCH_FLAGS) --json $(BENCH_OUT)/deep-coral.json
+	$(PY) bench/pytorch_pipeline.py --like $(BENCH_OUT)/deep-coral.json $(PYTORCH_BENCH_FLAGS) > $(BENCH_OUT)/pytorch.jsonl
+	$(PY) bench/compare.py $(BENCH_OUT)/deep-coral.json $(BENCH_OUT)/pytorch.jsonl
 
 clean-venv:
 	rm -rf $(VENV)

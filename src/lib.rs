@@ -43,3 +43,5 @@ pub mod spec;
 pub mod launcher;
 /// Sweeps: run state from disk (done / incomplete / new), skip finished runs, launch the rest.
 pub mod sweep;
+/// `deep-coral bench`: speed of the training step against its compute limit, decoding, memory.
+pub mod bench;

@@ -1,5 +1,6 @@
 //! `deep-coral`: train one Deep CORAL run, sweep an experiment grid, report and plot results,
-//! import and inspect weights. Exit codes: 0 done, 1 error, 3 diverged, 130 interrupted.
+//! import and inspect weights, time the training step. Exit codes: 0 done, 1 error, 3 diverged,
+//! 130 interrupted.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -61,6 +62,60 @@ enum Command {
         #[command(subcommand)]
         command: WeightsCommand,
     },
+    /// Time the training step per backbone: its compute limit on tensors in memory, the full
+    /// iteration at lambda and at 0, image decoding, peak memory; prints a table.
+    Bench(BenchArgs),
+}
+
+/// Flags of `bench`.
+#[derive(Args)]
+struct BenchArgs {
+    /// Backbones to measure (repeat the flag or give a comma list).
+    #[arg(long = "backbone", value_enum, value_delimiter = ',', default_values_t = Backbone::ALL)]
+    backbones: Vec<Backbone>,
+    /// Pretrained weights of a backbone, as BACKBONE=FILE (repeatable); default: weights/ from
+    /// `make weights`, and ../shared's SqueezeNet. A backbone without its file runs from random
+    /// initialisation (same speed; the table says so).
+    #[arg(long = "weights", value_parser = parse_backbone_file)]
+    weights: Vec<(Backbone, PathBuf)>,
+    /// Images per domain per iteration (source and target alike; training's default 128).
+    #[arg(long, default_value_t = 128)]
+    batch_size: usize,
+    /// Timed iterations per measurement.
+    #[arg(long, default_value_t = 5)]
+    iterations: usize,
+    /// Untimed iterations before each measurement.
+    #[arg(long, default_value_t = 1)]
+    warmup: usize,
+    /// libtorch threads; 0 = one per core.
+    #[arg(long, default_value_t = 0)]
+    threads: usize,
+    /// CORAL weight of the lambda > 0 measurements (lambda = 0 is measured too).
+    #[arg(long = "lambda", default_value_t = 0.8)]
+    lambda: f64,
+    /// Folder holding the domain folders.
+    #[arg(long, default_value = "../shared/data/office-caltech10")]
+    data_root: PathBuf,
+    /// Source domain.
+    #[arg(long, default_value = "amazon")]
+    source: String,
+    /// Target domain.
+    #[arg(long, default_value = "webcam")]
+    target: String,
+    /// Channels-last (NHWC) images and conv weights, as training does by default.
+    #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
+    channels_last: bool,
+    #[arg(long, value_enum, default_value_t = DeviceChoice::Auto)]
+    device: DeviceChoice,
+    /// Also write the numbers to this JSON file.
+    #[arg(long)]
+    json: Option<PathBuf>,
+}
+
+/// `BACKBONE=FILE` of `bench --weights`.
+fn parse_backbone_file(s: &str) -> Result<(Backbone, PathBuf)> {
+    let (name, file) = s.split_once('=').with_context(|| format!("expected BACKBONE=FILE, got {s:?}"))?;
+    Ok((name.parse()?, PathBuf::from(file)))
 }
 
 #[derive(Subcommand)]
@@ -180,8 +235,8 @@ impl TrainArgs {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    runtime::keep_freed_memory();
-    match dispatch(cli) {
+    let keep_freed_memory = runtime::keep_freed_memory();
+    match dispatch(cli, keep_freed_memory) {
         Ok(code) => code,
         Err(e) => {
             eprintln!("error: {e:#}");
@@ -190,7 +245,7 @@ fn main() -> ExitCode {
     }
 }
 
-fn dispatch(cli: Cli) -> Result<ExitCode> {
+fn dispatch(cli: Cli, keep_freed_memory: bool) -> Result<ExitCode> {
     match cli.command {
         Command::Train(args) => {
             let cfg = args.config()?;
@@ -244,6 +299,30 @@ fn dispatch(cli: Cli) -> Result<ExitCode> {
         }
         Command::Weights { command: WeightsCommand::Inspect { file } } => {
             print!("{}", deep_coral::inspect::inspect(&file)?);
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Bench(a) => {
+            let opts = deep_coral::bench::BenchOptions {
+                backbones: a.backbones,
+                weights: a.weights,
+                batch_size: a.batch_size,
+                iterations: a.iterations,
+                warmup: a.warmup,
+                threads: a.threads,
+                lambda: a.lambda,
+                data_root: a.data_root,
+                source: a.source,
+                target: a.target,
+                channels_last: a.channels_last,
+                device: a.device,
+                keep_freed_memory,
+            };
+            let report = deep_coral::bench::bench(&opts)?;
+            print!("{}", deep_coral::bench::table(&report));
+            if let Some(path) = &a.json {
+                report.write_json(path)?;
+                eprintln!("wrote {}", path.display());
+            }
             Ok(ExitCode::SUCCESS)
         }
     }

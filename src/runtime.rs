@@ -102,6 +102,18 @@ pub fn peak_rss_bytes() -> Option<u64> {
     Some(kb * 1024)
 }
 
+/// Returns the heap's free memory to the kernel (`malloc_trim`, whatever `keep_freed_memory`
+/// says), then resets this process's peak resident memory (`VmHWM`) to what is resident now
+/// (Linux `clear_refs` 5), so `peak_rss_bytes` measures from here on; false where the kernel
+/// refuses the reset.
+pub fn reset_peak_rss() -> bool {
+    // SAFETY: malloc_trim only releases free heap pages; no live allocation is touched.
+    unsafe {
+        libc::malloc_trim(0);
+    }
+    std::fs::write("/proc/self/clear_refs", "5").is_ok()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -72,6 +72,16 @@ pub fn load_data(cfg: &TrainConfig) -> Result<Data> {
     })
 }
 
+/// The random streams of a run's first iteration, from its seed: source order, target order,
+/// crops and mirrors.
+pub fn fresh_streams(cfg: &TrainConfig, data: &Data) -> (EpochSampler, EpochSampler, ChaCha8Rng) {
+    (
+        EpochSampler::new(data.source.len(), runtime::rng(cfg.seed, Stream::SourceOrder)),
+        EpochSampler::new(data.target.len(), runtime::rng(cfg.seed, Stream::TargetOrder)),
+        runtime::rng(cfg.seed, Stream::Augment),
+    )
+}
+
 /// The network, its optimiser and the input convention, on `device`.
 pub struct Model {
     pub vs: nn::VarStore,
@@ -84,10 +94,22 @@ impl Model {
     /// Builds the backbone with a fresh `num_classes`-way last layer (seeded by `cfg.seed`) and
     /// loads the pretrained weights.
     pub fn new(cfg: &TrainConfig, num_classes: usize, device: Device) -> Result<Model> {
+        Self::build(cfg, num_classes, device, true)
+    }
+
+    /// The same network as `new`, left at its random initialisation (no weights file is read):
+    /// for timing a backbone whose pretrained weights are not at hand (`deep-coral bench`).
+    pub fn with_random_weights(cfg: &TrainConfig, num_classes: usize, device: Device) -> Model {
+        Self::build(cfg, num_classes, device, false).expect("nothing fallible without loading weights")
+    }
+
+    fn build(cfg: &TrainConfig, num_classes: usize, device: Device, load_weights: bool) -> Result<Model> {
         tch::manual_seed(cfg.seed as i64);
         let mut vs = nn::VarStore::new(device);
         let net = cfg.backbone.build(&vs.root(), num_classes as i64);
-        weights::load_pretrained(&mut vs, &cfg.weights, cfg.backbone)?;
+        if load_weights {
+            weights::load_pretrained(&mut vs, &cfg.weights, cfg.backbone)?;
+        }
         if cfg.channels_last {
             tch::no_grad(|| {
                 for (_, mut var) in vs.variables().into_iter().filter(|(_, v)| v.dim() == 4) {
@@ -100,11 +122,8 @@ impl Model {
     }
 }
 
-/// One SGD iteration on a source batch (labelled) and a target batch (unlabelled).
-///
-/// Both branches run in training mode (dropout on), source first, so the random draws are the
-/// same whatever lambda is; with lambda = 0 the target branch runs without autograd, since no
-/// gradient flows from it, and still yields the CORAL distance that is logged.
+/// One SGD iteration on a source batch (labelled) and a target batch (unlabelled): `next_batch`
+/// then `update`.
 #[allow(clippy::too_many_arguments)]
 pub fn step(
     model: &mut Model,
@@ -116,23 +135,59 @@ pub fn step(
     iteration: usize,
     device: Device,
 ) -> Result<StepStats> {
+    let batch = next_batch(data, cfg, &model.input, source, target, augment, device);
+    update(model, cfg, &batch, iteration)
+}
+
+/// The tensors of one iteration: `batch_size` source images, their labels, and as many target
+/// images.
+pub struct Batch {
+    /// `[n, 3, crop, crop]`, normalised by the backbone's input convention.
+    pub source: Tensor,
+    /// `[n]` class indices of the source images.
+    pub labels: Tensor,
+    /// `[n, 3, crop, crop]`, unlabelled.
+    pub target: Tensor,
+}
+
+/// Draws the next images of each domain, crops and mirrors each at random (source first), and
+/// makes tensors of them on `device`.
+pub fn next_batch(
+    data: &Data,
+    cfg: &TrainConfig,
+    input: &InputConvention,
+    source: &mut EpochSampler,
+    target: &mut EpochSampler,
+    augment: &mut ChaCha8Rng,
+    device: Device,
+) -> Batch {
     let n = cfg.batch_size;
-    let crop = model.input.crop;
     let si = source.next(n);
     let ti = target.next(n);
-    let views: Vec<View> = (0..2 * n).map(|_| View::random(crop, augment)).collect();
-    let xs = batches::to_tensor(&data.source, &si, &views[..n], &model.input, cfg.channels_last, device);
-    let xt = batches::to_tensor(&data.target, &ti, &views[n..], &model.input, cfg.channels_last, device);
-    let ys = batches::labels(&data.source, &si, device);
+    let views: Vec<View> = (0..2 * n).map(|_| View::random(input.crop, augment)).collect();
+    Batch {
+        source: batches::to_tensor(&data.source, &si, &views[..n], input, cfg.channels_last, device),
+        labels: batches::labels(&data.source, &si, device),
+        target: batches::to_tensor(&data.target, &ti, &views[n..], input, cfg.channels_last, device),
+    }
+}
 
+/// The network's part of an iteration, on a batch already in tensors: both branches ->
+/// `class + lambda * CORAL` -> backward -> Caffe SGD step.
+///
+/// Both branches run in training mode (dropout on), source first, so the random draws are the
+/// same whatever lambda is; with lambda = 0 the target branch runs without autograd, since no
+/// gradient flows from it, and still yields the CORAL distance that is logged.
+pub fn update(model: &mut Model, cfg: &TrainConfig, batch: &Batch, iteration: usize) -> Result<StepStats> {
+    let Batch { source: xs, labels: ys, target: xt } = batch;
     runtime::seed_torch_for_iteration(cfg.seed, iteration);
-    let fs = model.net.forward_t(&xs, true); // [n, classes]: the fc8 outputs
+    let fs = model.net.forward_t(xs, true); // [n, classes]: the fc8 outputs
     let ft = if cfg.lambda > 0.0 {
-        model.net.forward_t(&xt, true)
+        model.net.forward_t(xt, true)
     } else {
-        tch::no_grad(|| model.net.forward_t(&xt, true))
+        tch::no_grad(|| model.net.forward_t(xt, true))
     };
-    let class_loss = fs.cross_entropy_for_logits(&ys);
+    let class_loss = fs.cross_entropy_for_logits(ys);
     let coral = coral::coral(&fs, &ft)?;
     let loss = if cfg.lambda > 0.0 { &class_loss + &coral.loss * cfg.lambda } else { class_loss.shallow_clone() };
 
@@ -140,8 +195,8 @@ pub fn step(
         class_loss: class_loss.double_value(&[]),
         coral_loss: coral.loss.double_value(&[]),
         coral_distance: coral.distance,
-        correct: fs.argmax(-1, false).eq_tensor(&ys).sum(Kind::Int64).int64_value(&[]) as usize,
-        seen: n,
+        correct: fs.argmax(-1, false).eq_tensor(ys).sum(Kind::Int64).int64_value(&[]) as usize,
+        seen: ys.size()[0] as usize,
     };
     if !(stats.class_loss.is_finite() && stats.coral_loss.is_finite()) {
         return Ok(stats); // the caller stops the run as diverged; no update with a NaN
@@ -212,13 +267,14 @@ pub fn run(cfg: &TrainConfig, out: &Path, start: Start, stop: &AtomicBool) -> Re
             (state, log)
         }
         Start::Fresh { .. } => {
+            let (source, target, augment) = fresh_streams(cfg, &data);
             let state = LoopState {
                 iteration: 0,
                 rows: 0,
                 evaluated: false,
-                source: EpochSampler::new(data.source.len(), runtime::rng(cfg.seed, Stream::SourceOrder)),
-                target: EpochSampler::new(data.target.len(), runtime::rng(cfg.seed, Stream::TargetOrder)),
-                augment: runtime::rng(cfg.seed, Stream::Augment),
+                source,
+                target,
+                augment,
                 means: StepMeans::default(),
                 elapsed_s: 0.0,
                 final_target_acc: None,

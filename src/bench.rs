@@ -1,0 +1,366 @@
+//! `deep-coral bench`: how fast training runs, and where the time goes, per backbone.
+//!
+//! Everything timed here is the training code itself, never a copy of it:
+//!
+//! 1. **limit**: `train::update` (both branches with autograd, `class + lambda * CORAL`,
+//!    backward, Caffe SGD) on one batch already in tensors: the network's share of an
+//!    iteration, without sampling, crops, mirrors or tensor making;
+//! 2. **train**: `train::step` on the decoded images (sampling, augmentation, tensors, both
+//!    branches, CORAL, update, bookkeeping), at `lambda` and at 0 (target branch without
+//!    autograd; expected about 2/3 of the time);
+//! 3. **data**: `train::load_data`, which scans and decodes both domains into memory;
+//! 4. **memory**: peak resident memory (`VmHWM`) of the process, reset before each backbone
+//!    (after handing the heap's free memory back), so each backbone's peak includes the decoded
+//!    images but not the other backbones.
+//!
+//! The `TrainConfig` and `Model` are built as `train` builds them; a backbone whose weights
+//! file is not at hand keeps its random initialisation (speed does not depend on the values).
+//! Images per second count source and target images alike (2 x batch per iteration).
+
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use anyhow::{bail, Context, Result};
+use serde::{Deserialize, Serialize};
+use tch::Device;
+
+use crate::backbone::Backbone;
+use crate::config::{DeviceChoice, TrainConfig};
+use crate::runtime;
+use crate::train::{self, Data, Model};
+
+/// What to measure and how (the flags of `deep-coral bench`).
+#[derive(Debug, Clone)]
+pub struct BenchOptions {
+    pub backbones: Vec<Backbone>,
+    /// Weights files that replace `default_weights` for some backbones.
+    pub weights: Vec<(Backbone, PathBuf)>,
+    pub batch_size: usize,
+    /// Timed iterations per measurement.
+    pub iterations: usize,
+    /// Untimed iterations before each measurement.
+    pub warmup: usize,
+    /// libtorch threads; 0 = libtorch's default.
+    pub threads: usize,
+    /// CORAL weight of the `lambda > 0` measurements.
+    pub lambda: f64,
+    pub data_root: PathBuf,
+    pub source: String,
+    pub target: String,
+    pub channels_last: bool,
+    pub device: DeviceChoice,
+    /// Whether `runtime::keep_freed_memory` is on in this process (reported, not changed).
+    pub keep_freed_memory: bool,
+}
+
+/// Where `bench` looks for a backbone's pretrained weights when `--weights` does not say:
+/// the files `make weights` writes, and the SqueezeNet that ships in ../shared.
+pub fn default_weights(backbone: Backbone) -> PathBuf {
+    PathBuf::from(match backbone {
+        Backbone::Alexnet => "weights/alexnet-imagenet.safetensors",
+        Backbone::Caffenet => "weights/caffenet-imagenet.safetensors",
+        Backbone::Squeezenet1_1 => "../shared/weights/squeezenet1_1-caffe-imagenet.safetensors",
+    })
+}
+
+/// Time per iteration and images per second (source + target) of one measurement.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize)]
+pub struct Timing {
+    pub s_per_iter: f64,
+    pub img_per_s: f64,
+}
+
+/// Building the in-memory dataset (`train::load_data`).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct DataBench {
+    pub data_root: PathBuf,
+    pub source: String,
+    pub target: String,
+    /// Source + target images decoded.
+    pub images: usize,
+    /// Bytes the decoded images take in memory.
+    pub bytes: u64,
+    /// Seconds to scan and decode both domains.
+    pub build_s: f64,
+    /// `images / build_s`.
+    pub decode_img_per_s: f64,
+    /// Peak resident memory once the data is decoded.
+    pub peak_rss_bytes: Option<u64>,
+}
+
+/// The measurements of one backbone.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct BackboneBench {
+    pub backbone: Backbone,
+    /// The weights file loaded, or null for a random initialisation.
+    pub weights: Option<PathBuf>,
+    /// Base learning rate of the updates: training's, or 0 with random weights.
+    pub lr: f64,
+    /// `train::update` at `lambda` on a batch already in tensors.
+    pub limit: Timing,
+    /// `train::step` at `lambda`.
+    pub train: Timing,
+    /// `train::step` at lambda = 0.
+    pub train_lambda0: Timing,
+    /// `train.img_per_s / limit.img_per_s`: the share of the limit the full iteration reaches.
+    pub train_over_limit: f64,
+    /// `train_lambda0.s_per_iter / train.s_per_iter` (about 2/3 expected).
+    pub lambda0_over_lambda_time: f64,
+    /// Peak resident memory while this backbone ran (decoded images included).
+    pub peak_rss_bytes: Option<u64>,
+}
+
+/// Everything one `bench` run measured; written by `--json`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct BenchReport {
+    pub device: String,
+    /// libtorch intra-op threads in use.
+    pub threads: usize,
+    /// Images per domain per iteration.
+    pub batch_size: usize,
+    pub lambda: f64,
+    pub iterations: usize,
+    pub warmup: usize,
+    pub channels_last: bool,
+    pub keep_freed_memory: bool,
+    /// False where the kernel refused to reset the peak: each backbone's peak then includes
+    /// the backbones before it.
+    pub peak_rss_per_backbone: bool,
+    pub data: DataBench,
+    pub backbones: Vec<BackboneBench>,
+}
+
+/// Runs every measurement and returns the numbers; progress goes to stderr.
+pub fn bench(opts: &BenchOptions) -> Result<BenchReport> {
+    if opts.batch_size < 2 {
+        bail!("--batch-size must be at least 2 (the covariance needs two rows), got {}", opts.batch_size);
+    }
+    if opts.iterations == 0 {
+        bail!("--iterations must be positive, got 0");
+    }
+    if !(opts.lambda.is_finite() && opts.lambda > 0.0) {
+        bail!("--lambda must be > 0 (lambda = 0 is measured as well), got {}", opts.lambda);
+    }
+    if opts.backbones.is_empty() {
+        bail!("no --backbone to measure");
+    }
+    let device = runtime::device(opts.device)?;
+    let threads = runtime::set_threads(opts.threads);
+    let base = config(opts, opts.backbones[0]);
+    base.validate()?;
+
+    eprintln!("bench: decoding {} and {} from {}", opts.source, opts.target, opts.data_root.display());
+    let clock = Instant::now();
+    let data = train::load_data(&base)?;
+    let build_s = clock.elapsed().as_secs_f64();
+    let images = data.source.len() + data.target.len();
+    let data_bench = DataBench {
+        data_root: opts.data_root.clone(),
+        source: opts.source.clone(),
+        target: opts.target.clone(),
+        images,
+        bytes: (data.source.pixels.len() + data.target.pixels.len()) as u64,
+        build_s,
+        decode_img_per_s: images as f64 / build_s,
+        peak_rss_bytes: runtime::peak_rss_bytes(),
+    };
+
+    let mut peak_rss_per_backbone = true;
+    let mut backbones = Vec::new();
+    for &backbone in &opts.backbones {
+        peak_rss_per_backbone &= runtime::reset_peak_rss();
+        backbones.push(bench_backbone(opts, backbone, &data, device)?);
+    }
+    Ok(BenchReport {
+        device: runtime::device_name(device),
+        threads,
+        batch_size: opts.batch_size,
+        lambda: opts.lambda,
+        iterations: opts.iterations,
+        warmup: opts.warmup,
+        channels_last: opts.channels_last,
+        keep_freed_memory: opts.keep_freed_memory,
+        peak_rss_per_backbone,
+        data: data_bench,
+        backbones,
+    })
+}
+
+/// The training config of `backbone` with the benchmark's settings; the rest is `train`'s default.
+fn config(opts: &BenchOptions, backbone: Backbone) -> TrainConfig {
+    let weights = opts
+        .weights
+        .iter()
+        .rev()
+        .find(|(b, _)| *b == backbone)
+        .map_or_else(|| default_weights(backbone), |(_, p)| p.clone());
+    TrainConfig {
+        data_root: opts.data_root.clone(),
+        source: opts.source.clone(),
+        target: opts.target.clone(),
+        backbone,
+        weights,
+        lambda: opts.lambda,
+        batch_size: opts.batch_size,
+        threads: opts.threads,
+        channels_last: opts.channels_last,
+        device: opts.device,
+        ..TrainConfig::default()
+    }
+}
+
+fn bench_backbone(opts: &BenchOptions, backbone: Backbone, data: &Data, device: Device) -> Result<BackboneBench> {
+    let mut cfg = config(opts, backbone);
+    cfg.validate()?;
+    let classes = data.classes.len();
+    let (mut model, weights) = if cfg.weights.is_file() {
+        (Model::new(&cfg, classes, device)?, Some(cfg.weights.clone()))
+    } else {
+        // Random weights diverge within a few steps at the training rate (NaN losses skip the
+        // update); at rate 0 the update does the same arithmetic and the weights stay finite.
+        cfg.lr = 0.0;
+        (Model::with_random_weights(&cfg, classes, device), None)
+    };
+    let what = weights.as_ref().map_or("random weights".to_string(), |p| p.display().to_string());
+    let images = 2 * cfg.batch_size;
+    let total = opts.warmup + opts.iterations;
+
+    eprintln!("bench {backbone} ({what}): limit, {total} iterations");
+    let (mut source, mut target, mut augment) = train::fresh_streams(&cfg, data);
+    let batch = train::next_batch(data, &cfg, &model.input, &mut source, &mut target, &mut augment, device);
+    let limit = time(opts, images, device, |it| finite(train::update(&mut model, &cfg, &batch, it)?))?;
+
+    let mut train_at = |cfg: &TrainConfig| -> Result<Timing> {
+        eprintln!("bench {backbone} ({what}): train::step at lambda {}, {total} iterations", cfg.lambda);
+        let (mut source, mut target, mut augment) = train::fresh_streams(cfg, data);
+        time(opts, images, device, |it| {
+            finite(train::step(&mut model, data, cfg, &mut source, &mut target, &mut augment, it, device)?)
+        })
+    };
+    let train = train_at(&cfg)?;
+    let train_lambda0 = train_at(&TrainConfig { lambda: 0.0, ..cfg.clone() })?;
+    Ok(BackboneBench {
+        backbone,
+        weights,
+        lr: cfg.lr,
+        limit,
+        train,
+        train_lambda0,
+        train_over_limit: train.img_per_s / limit.img_per_s,
+        lambda0_over_lambda_time: train_lambda0.s_per_iter / train.s_per_iter,
+        peak_rss_bytes: runtime::peak_rss_bytes(),
+    })
+}
+
+/// A step whose loss is not finite skips its update, which would flatter the timing.
+fn finite(stats: crate::metrics::StepStats) -> Result<()> {
+    if !(stats.class_loss.is_finite() && stats.coral_loss.is_finite()) {
+        bail!(
+            "loss is not finite (class {}, coral {}): the timing would skip updates",
+            stats.class_loss,
+            stats.coral_loss
+        );
+    }
+    Ok(())
+}
+
+/// Runs `opts.warmup` untimed then `opts.iterations` timed calls of `f(iteration)`.
+fn time(opts: &BenchOptions, images: usize, device: Device, mut f: impl FnMut(usize) -> Result<()>) -> Result<Timing> {
+    for it in 0..opts.warmup {
+        f(it)?;
+    }
+    sync(device);
+    let clock = Instant::now();
+    for it in opts.warmup..opts.warmup + opts.iterations {
+        f(it)?;
+    }
+    sync(device);
+    let s_per_iter = clock.elapsed().as_secs_f64() / opts.iterations as f64;
+    Ok(Timing { s_per_iter, img_per_s: images as f64 / s_per_iter })
+}
+
+fn sync(device: Device) {
+    if let Device::Cuda(i) = device {
+        tch::Cuda::synchronize(i as i64);
+    }
+}
+
+fn mib(bytes: Option<u64>) -> String {
+    bytes.map_or("-".into(), |b| format!("{:.0} MiB", b as f64 / (1u64 << 20) as f64))
+}
+
+/// The report as the text table `bench` prints.
+pub fn table(r: &BenchReport) -> String {
+    let d = &r.data;
+    let mut s = format!(
+        "deep-coral bench: {}, {} threads, batch {} source + {} target, lambda {}, {}, {} timed iterations after {} warm-up\n",
+        r.device,
+        r.threads,
+        r.batch_size,
+        r.batch_size,
+        r.lambda,
+        if r.channels_last { "channels-last" } else { "contiguous (NCHW)" },
+        r.iterations,
+        r.warmup
+    );
+    s += &format!(
+        "allocator: freed memory {} (runtime::keep_freed_memory; DEEP_CORAL_RELEASE_MEMORY=1 turns it off)\n",
+        if r.keep_freed_memory { "kept in the heap (on)" } else { "returned to the kernel (off)" }
+    );
+    s += &format!(
+        "data: {} + {}: {} images ({:.0} MiB) decoded into memory in {:.2} s = {:.0} img/s; peak RSS then {}\n\n",
+        d.source,
+        d.target,
+        d.images,
+        d.bytes as f64 / (1u64 << 20) as f64,
+        d.build_s,
+        d.decode_img_per_s,
+        mib(d.peak_rss_bytes)
+    );
+    s += &format!(
+        "{:<14} {:<10} {:>12} {:>12} {:>12} {:>16} {:>14} {:>10}\n",
+        "backbone",
+        "weights",
+        "limit img/s",
+        "train img/s",
+        "train/limit",
+        "train img/s λ=0",
+        "time λ=0/λ>0",
+        "peak RSS"
+    );
+    for b in &r.backbones {
+        s += &format!(
+            "{:<14} {:<10} {:>12.1} {:>12.1} {:>12.2} {:>16.1} {:>14.2} {:>10}\n",
+            b.backbone.name(),
+            if b.weights.is_some() { "pretrained" } else { "random" },
+            b.limit.img_per_s,
+            b.train.img_per_s,
+            b.train_over_limit,
+            b.train_lambda0.img_per_s,
+            b.lambda0_over_lambda_time,
+            mib(b.peak_rss_bytes)
+        );
+    }
+    s += "\nimg/s counts source + target images. limit: train::update (forward both branches, class + \
+          lambda * CORAL, backward, SGD) on one batch already in tensors. train: train::step (sampling, \
+          crops, mirrors, tensors, then update) on the decoded images.\n";
+    if r.backbones.iter().any(|b| b.weights.is_none()) {
+        s += "random: no weights file for that backbone (see --weights): random initialisation, updated at \
+              learning rate 0 (random weights diverge within a few steps at the training rate); the work per \
+              iteration is the same.\n";
+    }
+    if !r.peak_rss_per_backbone {
+        s += "peak RSS could not be reset between backbones: each includes the backbones before it.\n";
+    }
+    s
+}
+
+impl BenchReport {
+    pub fn write_json(&self, path: &Path) -> Result<()> {
+        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+            std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+        }
+        let text = serde_json::to_string_pretty(self)? + "\n";
+        std::fs::write(path, text).with_context(|| format!("writing {}", path.display()))
+    }
+}

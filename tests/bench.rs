@@ -1,0 +1,61 @@
+//! `deep-coral bench` end to end on the shared data: one tiny SqueezeNet measurement, checked
+//! for the shape of its JSON only (no speed is asserted: the numbers are read by people).
+
+mod common;
+
+use serde_json::Value;
+
+#[test]
+fn bench_writes_every_number() {
+    let shared = common::shared();
+    let tmp = tempfile::tempdir().unwrap();
+    let json = tmp.path().join("bench.json");
+    let out = common::run_ok(
+        common::bin()
+            .args(["bench", "--backbone", "squeezenet1_1", "--batch-size", "2", "--iterations", "1", "--warmup", "0"])
+            .arg("--data-root")
+            .arg(shared.join("data/office-caltech10"))
+            .arg("--weights")
+            .arg(format!("squeezenet1_1={}", shared.join("weights/squeezenet1_1-caffe-imagenet.safetensors").display()))
+            .arg("--json")
+            .arg(&json),
+    );
+    let r: Value = serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
+    let positive = |v: &Value, path: &str| {
+        let x = v.pointer(path).and_then(Value::as_f64).unwrap_or_else(|| panic!("{path} missing in {v}"));
+        assert!(x > 0.0 && x.is_finite(), "{path} = {x}");
+    };
+    for p in ["/threads", "/lambda", "/iterations"] {
+        positive(&r, p);
+    }
+    assert_eq!((r["batch_size"].as_u64(), r["warmup"].as_u64()), (Some(2), Some(0)));
+    assert!(r["channels_last"].is_boolean() && r["keep_freed_memory"].is_boolean(), "{r}");
+    for p in ["/images", "/bytes", "/build_s", "/decode_img_per_s", "/peak_rss_bytes"] {
+        positive(&r["data"], p);
+    }
+    assert_eq!(r["data"]["images"], 958 + 295, "amazon + webcam");
+    let backbones = r["backbones"].as_array().unwrap();
+    assert_eq!(backbones.len(), 1);
+    let b = &backbones[0];
+    assert_eq!(b["backbone"], "squeezenet1_1");
+    assert!(b["weights"].as_str().unwrap().ends_with("squeezenet1_1-caffe-imagenet.safetensors"));
+    for p in [
+        "/lr",
+        "/limit/s_per_iter",
+        "/limit/img_per_s",
+        "/train/s_per_iter",
+        "/train/img_per_s",
+        "/train_lambda0/s_per_iter",
+        "/train_lambda0/img_per_s",
+        "/train_over_limit",
+        "/lambda0_over_lambda_time",
+        "/peak_rss_bytes",
+    ] {
+        positive(b, p);
+    }
+    let table = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        table.contains("squeezenet1_1") && table.contains("pretrained") && table.contains("limit img/s"),
+        "{table}"
+    );
+}
