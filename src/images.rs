@@ -134,6 +134,17 @@ mod tests {
         assert!(red[..plane].iter().all(|&v| v > 250) && red[plane..].iter().all(|&v| v < 5));
     }
 
+    /// A CMYK JPEG (as some Office and Caltech files are) decodes to RGB. The fixture is pure
+    /// red written by PIL: `Image.new('CMYK', (16, 12), (0, 255, 255, 0)).save(..., quality=95)`.
+    #[test]
+    fn cmyk_jpeg_becomes_rgb() {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/cmyk-red.jpg");
+        let px = decode(&path).unwrap();
+        let plane = STORED * STORED;
+        let (r, g, b) = (px[plane / 2], px[plane + plane / 2], px[2 * plane + plane / 2]);
+        assert!(r > 230 && g < 25 && b < 25, "rgb = ({r}, {g}, {b})");
+    }
+
     #[test]
     fn a_bad_file_is_named_or_skipped() {
         let tmp = tempfile::tempdir().unwrap();
