@@ -92,7 +92,7 @@ pub fn decode_all(files: &[(PathBuf, i64)], what: &str, skip_bad: bool) -> Resul
             .progress_chars("=> "),
     );
     bar.set_prefix(what.to_string());
-    let decoded: Vec<(Result<Vec<u8>>, &(PathBuf, i64))> =
+    let decoded: Vec<_> =
         files.par_iter().progress_with(bar.clone()).map(|f| (decode(&f.0), f)).collect();
     bar.finish_and_clear();
     let mut set = ImageSet { pixels: Vec::with_capacity(files.len() * IMAGE_BYTES), ..Default::default() };

@@ -340,7 +340,7 @@ fn train_loop(
     loop {
         let it = state.iteration;
         state.elapsed_s = elapsed_before + clock.elapsed().as_secs_f64();
-        if (it % cfg.eval_every == 0 || it == cfg.iterations) && !state.evaluated {
+        if (it.is_multiple_of(cfg.eval_every) || it == cfg.iterations) && !state.evaluated {
             let ev = eval::evaluate(model.net.as_ref(), &data.target, &model.input, cfg.channels_last, device, EVAL_CHUNK);
             let (class_loss, coral_loss, coral_distance, source_acc) = state.means.means();
             let row = MetricsRow {
@@ -396,7 +396,7 @@ fn train_loop(
         state.iteration += 1;
         state.evaluated = false;
         bar.inc(1);
-        if cfg.checkpoint_every > 0 && state.iteration % cfg.checkpoint_every == 0 && state.iteration < cfg.iterations {
+        if cfg.checkpoint_every > 0 && state.iteration.is_multiple_of(cfg.checkpoint_every) && state.iteration < cfg.iterations {
             state.elapsed_s = elapsed_before + clock.elapsed().as_secs_f64();
             save_checkpoint(checkpoint_dir, model, state)?;
         }
