@@ -278,7 +278,7 @@ fn draw_figure<DB: DrawingBackend>(root: DrawingArea<DB, Shift>, fig: &TransferF
     let root = root.margin(8, 4, 6, 10);
     let t = &fig.transfer;
     let seeds: Vec<String> =
-        fig.curves.iter().map(|c| format!("{} ({} seeds)", lambda_label(c.lambda), c.seeds)).collect();
+        fig.curves.iter().map(|c| format!("{} ({} seed{})", lambda_label(c.lambda), c.seeds, if c.seeds == 1 { "" } else { "s" })).collect();
     let title = format!(
         "{} -> {} ({}): mean over seeds, band = min-max over seeds; {}",
         t.source,
