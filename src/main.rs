@@ -216,7 +216,20 @@ impl TrainArgs {
         macro_rules! set {
             ($($field:ident),*) => { $(if let Some(v) = self.$field.clone() { c.$field = v; })* };
         }
-        set!(data_root, source, target, backbone, weights, lambda, lr, lr_step, seed, device, threads, checkpoint_every);
+        set!(
+            data_root,
+            source,
+            target,
+            backbone,
+            weights,
+            lambda,
+            lr,
+            lr_step,
+            seed,
+            device,
+            threads,
+            checkpoint_every
+        );
         if let Some(v) = positive("iterations", self.iterations)? {
             c.iterations = v;
         }
@@ -253,7 +266,14 @@ fn dispatch(cli: Cli, keep_freed_memory: bool) -> Result<ExitCode> {
             let start = if args.resume { train::Start::Resume } else { train::Start::Fresh { force: args.force } };
             let record = train::run(&cfg, &args.out, start, &stop)?;
             let acc = record.final_target_acc.map_or("-".into(), |a| format!("{:.4}", a));
-            eprintln!("{:?}: {} -> {} lambda {} target acc {acc} ({})", record.status, cfg.source, cfg.target, cfg.lambda, args.out.display());
+            eprintln!(
+                "{:?}: {} -> {} lambda {} target acc {acc} ({})",
+                record.status,
+                cfg.source,
+                cfg.target,
+                cfg.lambda,
+                args.out.display()
+            );
             Ok(match record.status {
                 Status::Done => ExitCode::SUCCESS,
                 Status::Diverged => ExitCode::from(3),
@@ -277,10 +297,9 @@ fn dispatch(cli: Cli, keep_freed_memory: bool) -> Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Command::Report { dir, paper } => {
-            deep_coral::report::report(&dir, paper.as_deref())?;
-            let table = dir.join("table.md");
-            print!("{}", std::fs::read_to_string(&table).with_context(|| format!("reading {}", table.display()))?);
-            eprintln!("wrote {} and {}", dir.join("summary.csv").display(), table.display());
+            let report = deep_coral::report::report(&dir, paper.as_deref())?;
+            print!("{}", report.markdown);
+            eprintln!("wrote {} and {}", report.summary_csv.display(), report.table_md.display());
             Ok(ExitCode::SUCCESS)
         }
         Command::Plot { dir, paper_curves } => {
