@@ -277,8 +277,11 @@ fn draw_figure<DB: DrawingBackend>(root: DrawingArea<DB, Shift>, fig: &TransferF
     root.fill(&WHITE).map_err(perr)?;
     let root = root.margin(8, 4, 6, 10);
     let t = &fig.transfer;
-    let seeds: Vec<String> =
-        fig.curves.iter().map(|c| format!("{} ({} seed{})", lambda_label(c.lambda), c.seeds, if c.seeds == 1 { "" } else { "s" })).collect();
+    let seeds: Vec<String> = fig
+        .curves
+        .iter()
+        .map(|c| format!("{} ({} seed{})", lambda_label(c.lambda), c.seeds, if c.seeds == 1 { "" } else { "s" }))
+        .collect();
     let title = format!(
         "{} -> {} ({}): mean over seeds, band = min-max over seeds; {}",
         t.source,
@@ -313,18 +316,7 @@ fn draw_figure<DB: DrawingBackend>(root: DrawingArea<DB, Shift>, fig: &TransferF
             .y_label_area_size(58)
             .build_cartesian_2d(x0..x1, lo..100.0)
             .map_err(perr)?;
-        chart
-            .configure_mesh()
-            .light_line_style(RGBColor(246, 246, 246))
-            .x_labels(6)
-            .x_label_formatter(&|v| format!("{v:.0}"))
-            .x_desc("iteration")
-            .y_desc("accuracy (%)")
-            .y_label_formatter(&|v| format!("{v:.0}"))
-            .label_style(font(15))
-            .axis_desc_style(font(17))
-            .draw()
-            .map_err(perr)?;
+        draw_mesh(&mut chart, "accuracy (%)", Some(&|v| format!("{v:.0}")))?;
         for c in &fig.curves {
             let color = lambda_color(&fig.curves, c.lambda);
             let l = lambda_label(c.lambda);
@@ -368,17 +360,7 @@ fn draw_figure<DB: DrawingBackend>(root: DrawingArea<DB, Shift>, fig: &TransferF
             .y_label_area_size(58)
             .build_cartesian_2d(x0..x1, 0.0..hi)
             .map_err(perr)?;
-        chart
-            .configure_mesh()
-            .light_line_style(RGBColor(246, 246, 246))
-            .x_labels(6)
-            .x_label_formatter(&|v| format!("{v:.0}"))
-            .x_desc("iteration")
-            .y_desc("loss")
-            .label_style(font(15))
-            .axis_desc_style(font(17))
-            .draw()
-            .map_err(perr)?;
+        draw_mesh(&mut chart, "loss", None)?;
         for c in &adapted {
             let color = lambda_color(&fig.curves, c.lambda);
             let l = lambda_label(c.lambda);
@@ -415,18 +397,7 @@ fn draw_figure<DB: DrawingBackend>(root: DrawingArea<DB, Shift>, fig: &TransferF
             .y_label_area_size(70)
             .build_cartesian_2d(x0..x1, (lo..hi).log_scale())
             .map_err(perr)?;
-        chart
-            .configure_mesh()
-            .light_line_style(RGBColor(246, 246, 246))
-            .x_labels(6)
-            .x_label_formatter(&|v| format!("{v:.0}"))
-            .x_desc("iteration")
-            .y_desc("CORAL distance (log)")
-            .y_label_formatter(&|v| format!("{v:.0e}"))
-            .label_style(font(15))
-            .axis_desc_style(font(17))
-            .draw()
-            .map_err(perr)?;
+        draw_mesh(&mut chart, "CORAL distance (log)", Some(&|v| format!("{v:.0e}")))?;
         for c in &fig.curves {
             let color = lambda_color(&fig.curves, c.lambda);
             let what = if c.lambda == 0.0 { "without CORAL loss" } else { "with CORAL loss" };
@@ -452,6 +423,35 @@ fn draw_figure<DB: DrawingBackend>(root: DrawingArea<DB, Shift>, fig: &TransferF
     }
     root.present().map_err(perr)?;
     Ok(())
+}
+
+/// Writes one tick label.
+type TickFormat<T> = dyn Fn(&T) -> String;
+
+/// The grid and axes every panel shares: iterations on x, `y_desc` on y, and the y tick labels
+/// written by `y_format` (plotters' default where `None`).
+fn draw_mesh<DB, Y>(
+    chart: &mut ChartContext<'_, DB, Cartesian2d<plotters::coord::types::RangedCoordf64, Y>>,
+    y_desc: &str,
+    y_format: Option<&TickFormat<Y::ValueType>>,
+) -> Result<()>
+where
+    DB: DrawingBackend,
+    Y: Ranged + plotters::coord::ranged1d::ValueFormatter<Y::ValueType>,
+    Y::ValueType: std::fmt::Debug,
+{
+    let mut mesh = chart.configure_mesh();
+    mesh.light_line_style(RGBColor(246, 246, 246))
+        .x_labels(6)
+        .x_label_formatter(&|v| format!("{v:.0}"))
+        .x_desc("iteration")
+        .y_desc(y_desc)
+        .label_style(font(15))
+        .axis_desc_style(font(17));
+    if let Some(f) = y_format {
+        mesh.y_label_formatter(f);
+    }
+    mesh.draw().map_err(perr)
 }
 
 /// Renders one figure to `path`: PNG or SVG by the extension, written to a temporary file
