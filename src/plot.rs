@@ -333,14 +333,7 @@ fn draw_figure<DB: DrawingBackend>(root: DrawingArea<DB, Shift>, fig: &TransferF
             let label = format!("target, authors' Caffe D-CORAL, λ = {} (mean of {})", a.lambda, a.runs);
             draw_band(&mut chart, &pts, BLACK, true, false, &label)?;
         }
-        chart
-            .configure_series_labels()
-            .position(SeriesLabelPosition::LowerRight)
-            .background_style(WHITE.mix(0.85))
-            .border_style(RGBColor(200, 200, 200))
-            .label_font(font(14))
-            .draw()
-            .map_err(perr)?;
+        draw_legend(&mut chart, SeriesLabelPosition::LowerRight)?;
     }
 
     // (b) losses with the CORAL term
@@ -367,14 +360,7 @@ fn draw_figure<DB: DrawingBackend>(root: DrawingArea<DB, Shift>, fig: &TransferF
             draw_band(&mut chart, &c.class_loss, color, false, true, &format!("classification loss, {l}"))?;
             draw_band(&mut chart, &c.weighted_coral_loss, color, true, true, &format!("λ · CORAL loss, {l}"))?;
         }
-        chart
-            .configure_series_labels()
-            .position(SeriesLabelPosition::UpperRight)
-            .background_style(WHITE.mix(0.85))
-            .border_style(RGBColor(200, 200, 200))
-            .label_font(font(14))
-            .draw()
-            .map_err(perr)?;
+        draw_legend(&mut chart, SeriesLabelPosition::UpperRight)?;
     } else {
         no_data(&panels[1], "(b) training losses with CORAL (λ > 0)", "no λ > 0 run with losses")?;
     }
@@ -410,19 +396,27 @@ fn draw_figure<DB: DrawingBackend>(root: DrawingArea<DB, Shift>, fig: &TransferF
                 &format!("{what}, {}", lambda_label(c.lambda)),
             )?;
         }
-        chart
-            .configure_series_labels()
-            .position(SeriesLabelPosition::LowerRight)
-            .background_style(WHITE.mix(0.85))
-            .border_style(RGBColor(200, 200, 200))
-            .label_font(font(14))
-            .draw()
-            .map_err(perr)?;
+        draw_legend(&mut chart, SeriesLabelPosition::LowerRight)?;
     } else {
         no_data(&panels[2], "(c) CORAL distance (fc8), λ = 0 vs λ > 0", "no positive CORAL distance")?;
     }
     root.present().map_err(perr)?;
     Ok(())
+}
+
+/// The legend box every panel shares, at `position`.
+fn draw_legend<'a, DB: DrawingBackend + 'a, Y: Ranged>(
+    chart: &mut ChartContext<'a, DB, Cartesian2d<plotters::coord::types::RangedCoordf64, Y>>,
+    position: SeriesLabelPosition,
+) -> Result<()> {
+    chart
+        .configure_series_labels()
+        .position(position)
+        .background_style(WHITE.mix(0.85))
+        .border_style(RGBColor(200, 200, 200))
+        .label_font(font(14))
+        .draw()
+        .map_err(perr)
 }
 
 /// Writes one tick label.
