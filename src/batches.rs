@@ -1,16 +1,129 @@
 //! Bytes -> tensors: per-domain epochs reshuffled each pass (as Caffe's shuffling image-data
 //! layer), paired source/target batches of equal size, random 227x227 crops and mirrors for
 //! training, the centre crop for evaluation, then the backbone's normalisation.
+//!
+//! A domain's inputs live in one of three places (`Inputs`): decoded bytes in host memory,
+//! cropped by the CPU in parallel (fastest on CPU); the same bytes as one u8 tensor on the GPU,
+//! cropped, mirrored and normalised there, so a CUDA iteration moves only indices to the GPU;
+//! or, under `--finetune fc|last`, the frozen trunk's features of fixed views.
 
 use rand::seq::SliceRandom;
 use rand::Rng;
 use rand_chacha::ChaCha8Rng;
 use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
-use tch::{Device, Tensor};
+use tch::{Device, Kind, Tensor};
 
 use crate::backbone::InputConvention;
+use crate::features::FeatureSet;
 use crate::images::{ImageSet, STORED};
+
+/// What a run feeds its network from, for one domain.
+pub enum Inputs {
+    /// Decoded images in host memory; batches are cut by the CPU (`to_tensor`).
+    Host(ImageSet),
+    /// The decoded images as one u8 tensor `[n, 3, 256, 256]` on the run's device (a GPU);
+    /// batches are cut there (`crop_on_device`). `labels` stay on the host.
+    Device { pixels: Tensor, labels: Vec<i64> },
+    /// Trunk features of fixed views (`--finetune fc|last`); a batch picks one view per image.
+    Features(FeatureSet),
+}
+
+impl Inputs {
+    /// Decoded images, moved to `device` when it is a GPU and they fit there (else kept on the
+    /// host, with a warning).
+    pub fn images(set: ImageSet, device: Device) -> Inputs {
+        if !device.is_cuda() {
+            return Inputs::Host(set);
+        }
+        let n = set.len() as i64;
+        let s = STORED as i64;
+        match Tensor::from_slice(&set.pixels).view([n, 3, s, s]).f_to_device(device) {
+            Ok(pixels) => Inputs::Device { pixels, labels: set.labels },
+            Err(e) => {
+                eprintln!(
+                    "warning: the {} MB of decoded images do not fit on {device:?} ({e}); cropping on the CPU",
+                    set.pixels.len() >> 20
+                );
+                Inputs::Host(set)
+            }
+        }
+    }
+
+    pub fn len(&self) -> usize {
+        self.all_labels().len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Every image's label, in order.
+    pub fn all_labels(&self) -> &[i64] {
+        match self {
+            Inputs::Host(set) => &set.labels,
+            Inputs::Device { labels, .. } => labels,
+            Inputs::Features(f) => &f.labels,
+        }
+    }
+
+    /// Bytes held in memory (host or device).
+    pub fn bytes(&self) -> u64 {
+        match self {
+            Inputs::Host(set) => set.pixels.len() as u64,
+            Inputs::Device { pixels, .. } => pixels.numel() as u64,
+            Inputs::Features(f) => f.features.numel() as u64 * 4,
+        }
+    }
+
+    /// Labels of `indices` as an int64 tensor on `device`.
+    pub fn labels(&self, indices: &[usize], device: Device) -> Tensor {
+        let all = self.all_labels();
+        let l: Vec<i64> = indices.iter().map(|&i| all[i]).collect();
+        Tensor::from_slice(&l).to_device(device)
+    }
+
+    /// Training inputs of `indices`, one random view per image drawn from `augment` in order:
+    /// a random crop and mirror of an image (`View::random`), or one of the cached views.
+    pub fn train_batch(
+        &self,
+        indices: &[usize],
+        augment: &mut ChaCha8Rng,
+        input: &InputConvention,
+        channels_last: bool,
+        device: Device,
+    ) -> Tensor {
+        match self {
+            Inputs::Host(_) | Inputs::Device { .. } => {
+                let views: Vec<View> = indices.iter().map(|_| View::random(input.crop, augment)).collect();
+                self.images_at(indices, &views, input, channels_last, device)
+            }
+            Inputs::Features(f) => {
+                let views: Vec<usize> = indices.iter().map(|_| augment.gen_range(0..f.views())).collect();
+                f.select(indices, &views, device)
+            }
+        }
+    }
+
+    /// Evaluation inputs of `indices`: the centre crop (cached view 0 is the centre crop).
+    pub fn eval_batch(&self, indices: &[usize], input: &InputConvention, channels_last: bool, device: Device) -> Tensor {
+        match self {
+            Inputs::Host(_) | Inputs::Device { .. } => {
+                let views = vec![View::centre(input.crop); indices.len()];
+                self.images_at(indices, &views, input, channels_last, device)
+            }
+            Inputs::Features(f) => f.select(indices, &vec![0; indices.len()], device),
+        }
+    }
+
+    fn images_at(&self, indices: &[usize], views: &[View], input: &InputConvention, channels_last: bool, device: Device) -> Tensor {
+        match self {
+            Inputs::Host(set) => to_tensor(set, indices, views, input, channels_last, device),
+            Inputs::Device { pixels, .. } => crop_on_device(pixels, indices, views, input, channels_last),
+            Inputs::Features(_) => unreachable!("features hold no images"),
+        }
+    }
+}
 
 /// Walks a domain in shuffled order, one pass (epoch) after another; a batch that runs past
 /// the end of a pass takes the rest from a freshly shuffled next pass.
@@ -121,6 +234,39 @@ pub fn to_tensor(
     t.to_device(device)
 }
 
+/// `to_tensor` on the device that holds `pixels` (`[n, 3, 256, 256]`, u8): the same crops,
+/// mirrors and normalisation, `x = p * (scale / std_c) − mean_c / std_c`, computed in the same
+/// float32 operations, so a GPU run sees the same numbers as a CPU run. Only the indices and
+/// crop coordinates travel to the device.
+pub fn crop_on_device(pixels: &Tensor, indices: &[usize], views: &[View], input: &InputConvention, channels_last: bool) -> Tensor {
+    assert_eq!(indices.len(), views.len());
+    let device = pixels.device();
+    let (n, crop, stored) = (indices.len() as i64, input.crop as i64, STORED as i64);
+    let on_device = |v: Vec<i64>| Tensor::from_slice(&v).to_device(device);
+    let idx = on_device(indices.iter().map(|&i| i as i64).collect());
+    // rows[i, y] = top_i + y; cols[i, x] = left_i + x, or left_i + crop - 1 - x when mirrored
+    let rows = on_device(views.iter().flat_map(|v| (0..crop).map(move |y| v.top as i64 + y)).collect());
+    let cols = on_device(
+        views
+            .iter()
+            .flat_map(|v| (0..crop).map(move |x| v.left as i64 + if v.mirror { crop - 1 - x } else { x }))
+            .collect(),
+    );
+    let images = pixels.index_select(0, &idx); // [n, 3, 256, 256]
+    let x = images.gather(2, &rows.view([n, 1, crop, 1]).expand([n, 3, crop, stored], false), false); // [n, 3, crop, 256]
+    let x = x.gather(3, &cols.view([n, 1, 1, crop]).expand([n, 3, crop, crop], false), false); // [n, 3, crop, crop]
+    let x = if input.bgr { x.flip([1]) } else { x };
+    let a: Vec<f32> = (0..3).map(|c| input.scale / input.std[c]).collect();
+    let b: Vec<f32> = (0..3).map(|c| -input.mean[c] / input.std[c]).collect();
+    let per_channel = |v: Vec<f32>| Tensor::from_slice(&v).view([1, 3, 1, 1]).to_device(device);
+    let x = x.to_kind(Kind::Float) * per_channel(a) + per_channel(b);
+    if channels_last {
+        self::channels_last(&x)
+    } else {
+        x
+    }
+}
+
 /// The same values in channels-last memory order (NHWC strides, NCHW shape).
 pub fn channels_last(t: &Tensor) -> Tensor {
     t.permute([0, 2, 3, 1]).contiguous().permute([0, 3, 1, 2])
@@ -185,6 +331,29 @@ mod tests {
         let want = ((p(0, 14, 14) / 255.0) as f32 - 0.485) / 0.229;
         assert!((tv.double_value(&[0, 0, 0, 0]) - want as f64).abs() < 1e-5);
         assert_eq!(labels(&set, &[0, 0], Device::Cpu).size(), [2]);
+    }
+
+    /// The device path cuts exactly the numbers the host path does (here both on the CPU).
+    #[test]
+    fn device_crops_equal_host_crops() {
+        let mut set = gradient_set();
+        let second: Vec<u8> = set.pixels.iter().map(|p| p.wrapping_mul(7)).collect();
+        set.pixels.extend_from_slice(&second);
+        set.labels.push(1);
+        let pixels = Tensor::from_slice(&set.pixels).view([2, 3, 256, 256]);
+        let mut rng = ChaCha8Rng::seed_from_u64(3);
+        let views: Vec<View> = (0..4).map(|_| View::random(227, &mut rng)).chain([View::centre(227)]).collect();
+        let indices = [1, 0, 1, 0, 1];
+        assert!(views.iter().any(|v| v.mirror) && views.iter().any(|v| !v.mirror));
+        for (input, cl) in [(CAFFE_INPUT, true), (TORCHVISION_INPUT, false), (TORCHVISION_INPUT, true)] {
+            let host = to_tensor(&set, &indices, &views, &input, cl, Device::Cpu);
+            let device = crop_on_device(&pixels, &indices, &views, &input, cl);
+            assert!(device.equal(&host), "bgr {} channels-last {cl}", input.bgr);
+            assert_eq!(device.stride(), host.stride());
+        }
+        let inputs = Inputs::images(set, Device::Cpu);
+        assert!(matches!(inputs, Inputs::Host(_)), "images stay on the host for a CPU run");
+        assert_eq!(inputs.labels(&[1, 0], Device::Cpu).size(), [2]);
     }
 
     #[test]

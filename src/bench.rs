@@ -8,7 +8,7 @@
 //! 2. **train**: `train::step` on the decoded images (sampling, augmentation, tensors, both
 //!    branches, CORAL, update, bookkeeping), at `lambda` and at 0 (target branch without
 //!    autograd; expected about 2/3 of the time);
-//! 3. **data**: `train::load_data`, which scans and decodes both domains into memory;
+//! 3. **data**: `train::scan` + `train::load_images`, which scan and decode both domains into memory;
 //! 4. **memory**: peak resident memory (`VmHWM`) of the process, reset before each backbone
 //!    (after handing the heap's free memory back), so each backbone's peak includes the decoded
 //!    images but not the other backbones.
@@ -70,7 +70,7 @@ pub struct Timing {
     pub img_per_s: f64,
 }
 
-/// Building the in-memory dataset (`train::load_data`).
+/// Building the in-memory dataset (`train::scan` + `train::load_images`).
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct DataBench {
     pub data_root: PathBuf,
@@ -151,7 +151,8 @@ pub fn bench(opts: &BenchOptions) -> Result<BenchReport> {
 
     eprintln!("bench: decoding {} and {} from {}", opts.source, opts.target, opts.data_root.display());
     let clock = Instant::now();
-    let data = train::load_data(&base)?;
+    let (source, target) = train::scan(&base)?;
+    let data = train::load_images(&base, &source, &target, device)?;
     let build_s = clock.elapsed().as_secs_f64();
     let images = data.source.len() + data.target.len();
     let data_bench = DataBench {
@@ -159,7 +160,7 @@ pub fn bench(opts: &BenchOptions) -> Result<BenchReport> {
         source: opts.source.clone(),
         target: opts.target.clone(),
         images,
-        bytes: (data.source.pixels.len() + data.target.pixels.len()) as u64,
+        bytes: data.source.bytes() + data.target.bytes(),
         build_s,
         decode_img_per_s: images as f64 / build_s,
         peak_rss_bytes: runtime::peak_rss_bytes(),

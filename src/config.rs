@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use anyhow::{bail, Result};
 use serde::{Deserialize, Serialize};
 
-use crate::backbone::Backbone;
+use crate::backbone::{Backbone, Finetune};
 
 /// Where the run's tensors live.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
@@ -65,6 +65,13 @@ pub struct TrainConfig {
     /// oneDNN convolutions run faster on CPU (measured ~1.4x for SqueezeNet training, ~1.7x for
     /// evaluation on 2 cores). Same network, float32 results differ only by rounding.
     pub channels_last: bool,
+    /// Which layers train: `all` (the paper's), `fc` (fc6-fc8 on frozen conv features) or
+    /// `last` (the new last layer on frozen penultimate features). Under `fc` and `last` the
+    /// frozen part runs once per image for the centre crop and its mirror, cached on disk.
+    pub finetune: Finetune,
+    /// Folder of the feature cache of `finetune` `fc` and `last`, shared by every run that
+    /// uses it (files are keyed by backbone, weights and data).
+    pub feature_cache: PathBuf,
 }
 
 impl Default for TrainConfig {
@@ -90,6 +97,8 @@ impl Default for TrainConfig {
             skip_bad_images: false,
             checkpoint_every: 0,
             channels_last: true,
+            finetune: Finetune::All,
+            feature_cache: PathBuf::from("cache/features"),
         }
     }
 }
@@ -124,6 +133,14 @@ impl TrainConfig {
             if !v.is_finite() || v < 0.0 {
                 bail!("{name} must be a finite number >= 0, got {v}");
             }
+        }
+        if !self.backbone.supports(self.finetune) {
+            bail!(
+                "finetune {} needs fully connected layers, which {} does not have (its classifier is one \
+                 1x1 convolution); use finetune all or last",
+                self.finetune.name(),
+                self.backbone
+            );
         }
         if self.source == self.target {
             bail!("source and target are the same domain ({:?})", self.source);
@@ -165,6 +182,11 @@ mod tests {
         assert!(bad(|c| c.batch_size = 1).contains("batch size"));
         assert!(bad(|c| c.iterations = 0).contains("iterations"));
         assert!(bad(|c| c.eval_every = 0).contains("eval"));
+        let fc = bad(|c| {
+            c.backbone = Backbone::Squeezenet1_1;
+            c.finetune = Finetune::Fc;
+        });
+        assert!(fc.contains("squeezenet1_1") && fc.contains("fully connected"), "{fc}");
     }
 
     #[test]

@@ -1,11 +1,9 @@
 //! Whole-domain evaluation: every image once, centre crop, eval mode (no dropout), no autograd.
 
-use tch::nn::ModuleT;
 use tch::{Device, Kind, Reduction};
 
-use crate::backbone::InputConvention;
-use crate::batches::{self, View};
-use crate::images::ImageSet;
+use crate::backbone::{Finetune, InputConvention, Network};
+use crate::batches::Inputs;
 
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Evaluation {
@@ -15,10 +13,12 @@ pub struct Evaluation {
     pub loss: f64,
 }
 
-/// Evaluates `net` on all of `set`, `chunk` images at a time.
+/// Evaluates `net` on all of `set`, `chunk` images at a time; `cut` says where `set`'s inputs
+/// enter the network (images under `all`, cached centre-crop features under `fc`/`last`).
 pub fn evaluate(
-    net: &dyn ModuleT,
-    set: &ImageSet,
+    net: &dyn Network,
+    cut: Finetune,
+    set: &Inputs,
     input: &InputConvention,
     channels_last: bool,
     device: Device,
@@ -29,10 +29,9 @@ pub fn evaluate(
     let all: Vec<usize> = (0..set.len()).collect();
     tch::no_grad(|| {
         for idx in all.chunks(chunk.max(1)) {
-            let views = vec![View::centre(input.crop); idx.len()];
-            let xs = batches::to_tensor(set, idx, &views, input, channels_last, device);
-            let ys = batches::labels(set, idx, device);
-            let logits = net.forward_t(&xs, false);
+            let xs = set.eval_batch(idx, input, channels_last, device);
+            let ys = set.labels(idx, device);
+            let logits = net.head(&xs, cut, false);
             correct += logits.argmax(-1, false).eq_tensor(&ys).sum(Kind::Int64).int64_value(&[]);
             loss_sum += logits
                 .log_softmax(-1, Kind::Float)

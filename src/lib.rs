@@ -11,10 +11,14 @@ pub mod runtime;
 pub mod domain;
 /// Decoding every image once into 256x256 RGB bytes.
 pub mod images;
-/// Shuffled epochs, random crops and mirrors, normalisation into tensors.
+/// Shuffled epochs, random crops and mirrors, normalisation into tensors (on the CPU, or on
+/// the GPU from a u8 image tensor held there).
 pub mod batches;
 /// The networks: AlexNet, CaffeNet, SqueezeNet 1.1, behind one registry enum.
 pub mod backbone;
+/// The `--finetune fc|last` cache: frozen-trunk features of fixed views, on disk, keyed by
+/// backbone, weights and data.
+pub mod features;
 /// Strict loading of pretrained weights by name; the new last layer.
 pub mod weights;
 /// Caffe's binary `.caffemodel` -> `.safetensors` (current and legacy V1 layer formats).

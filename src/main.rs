@@ -8,7 +8,7 @@ use std::process::ExitCode;
 use anyhow::{Context, Result};
 use clap::{Args, Parser, Subcommand};
 
-use deep_coral::backbone::Backbone;
+use deep_coral::backbone::{Backbone, Finetune};
 use deep_coral::config::{DeviceChoice, TrainConfig};
 use deep_coral::metrics::{RunRecord, Status};
 use deep_coral::{runtime, train};
@@ -187,6 +187,14 @@ struct TrainArgs {
     /// Save a resumable checkpoint every N iterations.
     #[arg(long)]
     checkpoint_every: Option<usize>,
+    /// Layers to train: all (the paper's), fc (fc6-fc8 on frozen conv features; AlexNet and
+    /// CaffeNet) or last (the new last layer on frozen penultimate features). fc and last
+    /// cache the frozen part's outputs for the centre crop and its mirror: a CPU fast mode.
+    #[arg(long, value_enum)]
+    finetune: Option<Finetune>,
+    /// Folder of the fc/last feature cache (default cache/features), shared across runs.
+    #[arg(long)]
+    feature_cache: Option<PathBuf>,
     /// Continue the interrupted run in --out from its checkpoint (its run.json gives the config).
     #[arg(long, conflicts_with = "config")]
     resume: bool,
@@ -228,7 +236,9 @@ impl TrainArgs {
             seed,
             device,
             threads,
-            checkpoint_every
+            checkpoint_every,
+            finetune,
+            feature_cache
         );
         if let Some(v) = positive("iterations", self.iterations)? {
             c.iterations = v;

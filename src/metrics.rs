@@ -220,7 +220,12 @@ pub struct RunRecord {
     /// Iteration at which a loss turned NaN or infinite.
     pub diverged_at: Option<usize>,
     pub error: Option<String>,
+    /// Seconds in the training loop (evaluations included).
     pub wall_time_s: f64,
+    /// Seconds before the first iteration: scanning, loading weights, decoding images or
+    /// (under `finetune` fc/last) building or reading the feature cache.
+    #[serde(default)]
+    pub setup_time_s: f64,
     pub started: String,
 }
 

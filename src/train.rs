@@ -14,16 +14,17 @@ use anyhow::{bail, Context, Result};
 use indicatif::{ProgressBar, ProgressStyle};
 use rand_chacha::ChaCha8Rng;
 use serde::{Deserialize, Serialize};
-use tch::nn::{self, ModuleT};
+use tch::nn;
 use tch::{Device, Kind, Tensor};
 
-use crate::backbone::InputConvention;
-use crate::batches::{self, EpochSampler, View};
+use crate::backbone::{Finetune, InputConvention, Network};
+use crate::batches::{self, EpochSampler, Inputs};
 use crate::config::TrainConfig;
 use crate::coral;
 use crate::domain::Domain;
 use crate::eval;
-use crate::images::{self, ImageSet};
+use crate::features;
+use crate::images::{self, SkippedImage};
 use crate::metrics::{ImageCounts, MetricsLog, MetricsRow, RunRecord, Status, StepMeans, StepStats, Versions};
 use crate::optim::CaffeSgd;
 use crate::runtime::{self, Stream};
@@ -53,23 +54,46 @@ struct LoopState {
     best_target_acc: Option<f64>,
 }
 
-/// The training data of a run, decoded once.
+/// The training data of a run, decoded (or its features computed) once.
 pub struct Data {
     pub classes: Vec<String>,
-    pub source: ImageSet,
-    pub target: ImageSet,
+    pub source: Inputs,
+    pub target: Inputs,
+    /// Files that failed to decode and were skipped (`skip_bad_images`), both domains.
+    pub skipped: Vec<SkippedImage>,
 }
 
-/// Scans and decodes the source and target domains.
-pub fn load_data(cfg: &TrainConfig) -> Result<Data> {
+/// The source and target domains on disk, checked to share their classes.
+pub fn scan(cfg: &TrainConfig) -> Result<(Domain, Domain)> {
     let source = Domain::scan(&cfg.data_root, &cfg.source)?;
     let target = Domain::scan(&cfg.data_root, &cfg.target)?;
     Domain::check_same_classes(&source, &target)?;
+    Ok((source, target))
+}
+
+/// Decodes both domains into memory (on `device` when it is a GPU and they fit).
+pub fn load_images(cfg: &TrainConfig, source: &Domain, target: &Domain, device: Device) -> Result<Data> {
+    let s = images::decode_all(&source.files, &cfg.source, cfg.skip_bad_images)?;
+    let t = images::decode_all(&target.files, &cfg.target, cfg.skip_bad_images)?;
+    let skipped = s.skipped.iter().chain(&t.skipped).cloned().collect();
     Ok(Data {
-        source: images::decode_all(&source.files, &cfg.source, cfg.skip_bad_images)?,
-        target: images::decode_all(&target.files, &cfg.target, cfg.skip_bad_images)?,
-        classes: source.classes,
+        classes: source.classes.clone(),
+        source: Inputs::images(s, device),
+        target: Inputs::images(t, device),
+        skipped,
     })
+}
+
+/// What `cfg.finetune` trains on: decoded images under `all`; under `fc` and `last`, the
+/// features of `net`'s frozen trunk from the feature cache (built on the first use).
+pub fn load_data(cfg: &TrainConfig, source: &Domain, target: &Domain, net: &dyn Network, device: Device) -> Result<Data> {
+    if cfg.finetune == Finetune::All {
+        return load_images(cfg, source, target, device);
+    }
+    let s = features::load_or_build(cfg, source, net, device)?;
+    let t = features::load_or_build(cfg, target, net, device)?;
+    let skipped = s.skipped.iter().chain(&t.skipped).cloned().collect();
+    Ok(Data { classes: source.classes.clone(), source: Inputs::Features(s), target: Inputs::Features(t), skipped })
 }
 
 /// The random streams of a run's first iteration, from its seed: source order, target order,
@@ -85,14 +109,14 @@ pub fn fresh_streams(cfg: &TrainConfig, data: &Data) -> (EpochSampler, EpochSamp
 /// The network, its optimiser and the input convention, on `device`.
 pub struct Model {
     pub vs: nn::VarStore,
-    pub net: Box<dyn ModuleT>,
+    pub net: Box<dyn Network>,
     pub opt: CaffeSgd,
     pub input: InputConvention,
 }
 
 impl Model {
-    /// Builds the backbone with a fresh `num_classes`-way last layer (seeded by `cfg.seed`) and
-    /// loads the pretrained weights.
+    /// Builds the backbone with a fresh `num_classes`-way last layer (seeded by `cfg.seed`),
+    /// loads the pretrained weights and freezes what `cfg.finetune` does not train.
     pub fn new(cfg: &TrainConfig, num_classes: usize, device: Device) -> Result<Model> {
         Self::build(cfg, num_classes, device, true)
     }
@@ -117,6 +141,12 @@ impl Model {
                 }
             });
         }
+        for (name, var) in vs.variables() {
+            if !cfg.backbone.trains(cfg.finetune, &name) {
+                let _ = var.set_requires_grad(false);
+            }
+        }
+        // Holds (and decays) the trained parameters only.
         let opt = CaffeSgd::new(&vs, cfg.backbone, cfg.momentum, cfg.weight_decay);
         Ok(Model { vs, net, opt, input: cfg.backbone.input() })
     }
@@ -139,19 +169,19 @@ pub fn step(
     update(model, cfg, &batch, iteration)
 }
 
-/// The tensors of one iteration: `batch_size` source images, their labels, and as many target
-/// images.
+/// The tensors of one iteration: `batch_size` source inputs, their labels, and as many target
+/// inputs. Inputs are images under `finetune` `all`, else the cached features at the cut.
 pub struct Batch {
-    /// `[n, 3, crop, crop]`, normalised by the backbone's input convention.
+    /// `[n, 3, crop, crop]` images normalised by the backbone's input convention, or features.
     pub source: Tensor,
     /// `[n]` class indices of the source images.
     pub labels: Tensor,
-    /// `[n, 3, crop, crop]`, unlabelled.
+    /// Like `source`, unlabelled.
     pub target: Tensor,
 }
 
-/// Draws the next images of each domain, crops and mirrors each at random (source first), and
-/// makes tensors of them on `device`.
+/// Draws the next images of each domain, picks a random view of each (a crop and mirror, or
+/// one of the cached views; source first), and makes tensors of them on `device`.
 pub fn next_batch(
     data: &Data,
     cfg: &TrainConfig,
@@ -164,16 +194,15 @@ pub fn next_batch(
     let n = cfg.batch_size;
     let si = source.next(n);
     let ti = target.next(n);
-    let views: Vec<View> = (0..2 * n).map(|_| View::random(input.crop, augment)).collect();
     Batch {
-        source: batches::to_tensor(&data.source, &si, &views[..n], input, cfg.channels_last, device),
-        labels: batches::labels(&data.source, &si, device),
-        target: batches::to_tensor(&data.target, &ti, &views[n..], input, cfg.channels_last, device),
+        source: data.source.train_batch(&si, augment, input, cfg.channels_last, device),
+        labels: data.source.labels(&si, device),
+        target: data.target.train_batch(&ti, augment, input, cfg.channels_last, device),
     }
 }
 
-/// The network's part of an iteration, on a batch already in tensors: both branches ->
-/// `class + lambda * CORAL` -> backward -> Caffe SGD step.
+/// The network's part of an iteration, on a batch already in tensors: both branches (from the
+/// cut of `cfg.finetune` to fc8) -> `class + lambda * CORAL` -> backward -> Caffe SGD step.
 ///
 /// Both branches run in training mode (dropout on), source first, so the random draws are the
 /// same whatever lambda is; with lambda = 0 the target branch runs without autograd, since no
@@ -181,11 +210,11 @@ pub fn next_batch(
 pub fn update(model: &mut Model, cfg: &TrainConfig, batch: &Batch, iteration: usize) -> Result<StepStats> {
     let Batch { source: xs, labels: ys, target: xt } = batch;
     runtime::seed_torch_for_iteration(cfg.seed, iteration);
-    let fs = model.net.forward_t(xs, true); // [n, classes]: the fc8 outputs
+    let fs = model.net.head(xs, cfg.finetune, true); // [n, classes]: the fc8 outputs
     let ft = if cfg.lambda > 0.0 {
-        model.net.forward_t(xt, true)
+        model.net.head(xt, cfg.finetune, true)
     } else {
-        tch::no_grad(|| model.net.forward_t(xt, true))
+        tch::no_grad(|| model.net.head(xt, cfg.finetune, true))
     };
     let class_loss = fs.cross_entropy_for_logits(ys);
     let coral = coral::coral(&fs, &ft)?;
@@ -233,8 +262,11 @@ pub fn run(cfg: &TrainConfig, out: &Path, start: Start, stop: &AtomicBool) -> Re
     }
     let device = runtime::device(cfg.device)?;
     let threads = runtime::set_threads(cfg.threads);
-    let data = load_data(cfg)?;
-    let mut model = Model::new(cfg, data.classes.len(), device)?;
+    let setup = Instant::now();
+    let (source, target) = scan(cfg)?;
+    let mut model = Model::new(cfg, source.classes.len(), device)?;
+    let data = load_data(cfg, &source, &target, model.net.as_ref(), device)?;
+    let setup_time_s = setup.elapsed().as_secs_f64();
     // Created only once the data and weights are known to be usable: bad input leaves no folder.
     std::fs::create_dir_all(out).with_context(|| format!("creating output folder {}", out.display()))?;
 
@@ -246,13 +278,14 @@ pub fn run(cfg: &TrainConfig, out: &Path, start: Start, stop: &AtomicBool) -> Re
         threads,
         classes: data.classes.clone(),
         images: ImageCounts { source: data.source.len(), target: data.target.len() },
-        skipped_images: data.source.skipped.iter().chain(&data.target.skipped).cloned().collect(),
+        skipped_images: data.skipped.clone(),
         iterations_done: 0,
         final_target_acc: None,
         best_target_acc: None,
         diverged_at: None,
         error: None,
         wall_time_s: 0.0,
+        setup_time_s,
         started: now_utc(),
     };
 
@@ -341,7 +374,15 @@ fn train_loop(
         let it = state.iteration;
         state.elapsed_s = elapsed_before + clock.elapsed().as_secs_f64();
         if (it.is_multiple_of(cfg.eval_every) || it == cfg.iterations) && !state.evaluated {
-            let ev = eval::evaluate(model.net.as_ref(), &data.target, &model.input, cfg.channels_last, device, EVAL_CHUNK);
+            let ev = eval::evaluate(
+                model.net.as_ref(),
+                cfg.finetune,
+                &data.target,
+                &model.input,
+                cfg.channels_last,
+                device,
+                EVAL_CHUNK,
+            );
             let (class_loss, coral_loss, coral_distance, source_acc) = state.means.means();
             let row = MetricsRow {
                 iteration: it,
@@ -461,4 +502,27 @@ fn load_checkpoint(dir: &Path, model: &mut Model) -> Result<LoopState> {
 fn now_utc() -> String {
     let secs = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
     format!("unix:{secs}")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::backbone::Backbone;
+
+    /// Only the layers after the cut reach the optimiser; the rest no longer needs gradients.
+    #[test]
+    fn finetune_freezes_everything_before_its_cut() {
+        for (backbone, finetune, trained) in [
+            (Backbone::Alexnet, Finetune::All, 16),
+            (Backbone::Alexnet, Finetune::Fc, 6),
+            (Backbone::Caffenet, Finetune::Fc, 6),
+            (Backbone::Squeezenet1_1, Finetune::Last, 2),
+        ] {
+            let cfg = TrainConfig { backbone, finetune, ..TrainConfig::default() };
+            let model = Model::with_random_weights(&cfg, 4, Device::Cpu);
+            assert_eq!(model.opt.velocities().len(), trained, "{backbone} {finetune:?}");
+            let frozen = model.vs.variables().values().filter(|v| !v.requires_grad()).count();
+            assert_eq!(frozen + trained, model.vs.variables().len(), "{backbone} {finetune:?}");
+        }
+    }
 }

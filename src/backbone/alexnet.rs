@@ -5,6 +5,8 @@
 use tch::nn::{self, ModuleT};
 use tch::Tensor;
 
+use super::{Finetune, Network};
+
 #[derive(Debug)]
 pub struct AlexNet {
     convs: Vec<nn::Conv2D>,
@@ -48,17 +50,35 @@ impl AlexNet {
         let x = pool(x.apply(&self.convs[4]).relu()); // [N, 256, 6, 6]
         x.adaptive_avg_pool2d([6, 6]).flatten(1, -1)
     }
+
+    /// torchvision's classifier up to fc8: dropout, fc6, ReLU, dropout, fc7, ReLU.
+    /// # Shapes
+    /// `[N, 9216]` -> `[N, 4096]`
+    fn fc6_fc7(&self, xs: &Tensor, train: bool) -> Tensor {
+        xs.dropout(0.5, train).apply(&self.fc6).relu().dropout(0.5, train).apply(&self.fc7).relu()
+    }
+}
+
+impl Network for AlexNet {
+    fn trunk(&self, xs: &Tensor, cut: Finetune) -> Tensor {
+        match cut {
+            Finetune::All => xs.shallow_clone(),
+            Finetune::Fc => self.features(xs),
+            Finetune::Last => self.fc6_fc7(&self.features(xs), false),
+        }
+    }
+
+    fn head(&self, fs: &Tensor, cut: Finetune, train: bool) -> Tensor {
+        match cut {
+            Finetune::All => self.head(&self.features(fs), Finetune::Fc, train),
+            Finetune::Fc => self.fc6_fc7(fs, train).apply(&self.fc8),
+            Finetune::Last => fs.apply(&self.fc8), // no dropout before torchvision's fc8
+        }
+    }
 }
 
 impl ModuleT for AlexNet {
     fn forward_t(&self, xs: &Tensor, train: bool) -> Tensor {
-        self.features(xs)
-            .dropout(0.5, train)
-            .apply(&self.fc6)
-            .relu()
-            .dropout(0.5, train)
-            .apply(&self.fc7)
-            .relu()
-            .apply(&self.fc8)
+        self.head(xs, Finetune::All, train)
     }
 }

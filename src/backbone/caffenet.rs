@@ -7,6 +7,8 @@
 use tch::nn::{self, ModuleT};
 use tch::Tensor;
 
+use super::{Finetune, Network};
+
 #[derive(Debug)]
 pub struct CaffeNet {
     conv1: nn::Conv2D,
@@ -48,18 +50,36 @@ impl CaffeNet {
         let x = x.apply(&self.conv4).relu();
         pool(x.apply(&self.conv5).relu()).flatten(1, -1) // [N, 256 * 6 * 6]
     }
+
+    /// fc6, relu6, drop6, fc7, relu7: everything between pool5 and drop7.
+    /// # Shapes
+    /// `[N, 9216]` -> `[N, 4096]`
+    fn fc6_fc7(&self, xs: &Tensor, train: bool) -> Tensor {
+        xs.apply(&self.fc6).relu().dropout(0.5, train).apply(&self.fc7).relu()
+    }
+}
+
+impl Network for CaffeNet {
+    fn trunk(&self, xs: &Tensor, cut: Finetune) -> Tensor {
+        match cut {
+            Finetune::All => xs.shallow_clone(),
+            Finetune::Fc => self.features(xs),
+            Finetune::Last => self.fc6_fc7(&self.features(xs), false),
+        }
+    }
+
+    fn head(&self, fs: &Tensor, cut: Finetune, train: bool) -> Tensor {
+        match cut {
+            Finetune::All => self.head(&self.features(fs), Finetune::Fc, train),
+            Finetune::Fc => self.head(&self.fc6_fc7(fs, train), Finetune::Last, train),
+            Finetune::Last => fs.dropout(0.5, train).apply(&self.fc8), // drop7, fc8
+        }
+    }
 }
 
 impl ModuleT for CaffeNet {
     fn forward_t(&self, xs: &Tensor, train: bool) -> Tensor {
-        self.features(xs)
-            .apply(&self.fc6)
-            .relu()
-            .dropout(0.5, train)
-            .apply(&self.fc7)
-            .relu()
-            .dropout(0.5, train)
-            .apply(&self.fc8)
+        self.head(xs, Finetune::All, train)
     }
 }
 

@@ -2,7 +2,7 @@
 //! networks and their constructors, input conventions and last layers cannot drift apart.
 
 use serde::{Deserialize, Serialize};
-use tch::nn;
+use tch::{nn, Tensor};
 
 pub mod alexnet;
 pub mod caffenet;
@@ -23,6 +23,45 @@ pub enum Backbone {
     #[serde(rename = "squeezenet1_1")]
     #[value(name = "squeezenet1_1")]
     Squeezenet1_1,
+}
+
+/// How much of the pretrained network a run trains (`--finetune`). Under `fc` and `last` the
+/// rest is frozen, so its outputs for a fixed set of views can be computed once per image and
+/// cached (`features`); the CORAL loss stays on the last layer's outputs in every mode.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum Finetune {
+    /// Every layer, on freshly cropped and mirrored images: the paper's protocol.
+    #[default]
+    All,
+    /// The fully connected layers (fc6, fc7 and the new fc8) on frozen convolutional features;
+    /// only for backbones that have them (AlexNet, CaffeNet).
+    Fc,
+    /// The new last layer only, on frozen penultimate features.
+    Last,
+}
+
+impl Finetune {
+    pub fn name(self) -> &'static str {
+        match self {
+            Finetune::All => "all",
+            Finetune::Fc => "fc",
+            Finetune::Last => "last",
+        }
+    }
+}
+
+/// A backbone cut in two at the layer where `--finetune` starts training:
+/// `forward_t(x) = head(trunk(x, cut), cut)` for every cut the backbone supports, and
+/// `trunk(x, All)` is `x` itself.
+pub trait Network: nn::ModuleT {
+    /// The frozen part, in eval mode (it holds no dropout under any cut).
+    /// # Shapes
+    /// `[N, 3, crop, crop]` -> the features at the cut, e.g. `[N, 4096]` for AlexNet's `last`
+    fn trunk(&self, xs: &Tensor, cut: Finetune) -> Tensor;
+    /// The trained part, from the features at the cut to the class scores `[N, classes]`;
+    /// dropout is on when `train`.
+    fn head(&self, fs: &Tensor, cut: Finetune, train: bool) -> Tensor;
 }
 
 /// How a network expects its input: `x_c = (pixel_c * scale - mean_c) / std_c`, channels in
@@ -84,7 +123,7 @@ impl Backbone {
     }
 
     /// Builds the network under `p` with a fresh `num_classes`-way last layer.
-    pub fn build(self, p: &nn::Path, num_classes: i64) -> Box<dyn nn::ModuleT> {
+    pub fn build(self, p: &nn::Path, num_classes: i64) -> Box<dyn Network> {
         match self {
             Backbone::Alexnet => Box::new(alexnet::AlexNet::new(p, num_classes)),
             Backbone::Caffenet => Box::new(caffenet::CaffeNet::new(p, num_classes)),
@@ -107,6 +146,25 @@ impl Backbone {
             Backbone::Alexnet => "classifier.6",
             Backbone::Caffenet => "fc8",
             Backbone::Squeezenet1_1 => "classifier.1",
+        }
+    }
+
+    /// Whether the backbone can be cut at `finetune`: `fc` needs fully connected layers, which
+    /// SqueezeNet does not have (its classifier is one 1x1 convolution).
+    pub fn supports(self, finetune: Finetune) -> bool {
+        !(self == Backbone::Squeezenet1_1 && finetune == Finetune::Fc)
+    }
+
+    /// Whether parameter `name` is trained under `finetune` (the others are frozen).
+    pub fn trains(self, finetune: Finetune, name: &str) -> bool {
+        match finetune {
+            Finetune::All => true,
+            Finetune::Fc => match self {
+                Backbone::Alexnet => name.starts_with("classifier."),
+                Backbone::Caffenet => ["fc6.", "fc7.", "fc8."].iter().any(|l| name.starts_with(l)),
+                Backbone::Squeezenet1_1 => self.is_last_layer(name),
+            },
+            Finetune::Last => self.is_last_layer(name),
         }
     }
 
@@ -165,6 +223,38 @@ mod tests {
             assert_eq!(b.name().parse::<Backbone>().unwrap(), b);
         }
         assert!("vgg".parse::<Backbone>().unwrap_err().to_string().contains("squeezenet1_1"));
+    }
+
+    /// `head(trunk(x))` is the whole network at every cut, in eval mode, and each cut trains
+    /// exactly the layers after it.
+    #[test]
+    fn every_cut_composes_to_the_whole_network() {
+        for b in Backbone::ALL {
+            let vs = nn::VarStore::new(Device::Cpu);
+            let net = b.build(&vs.root(), 5);
+            let c = b.input().crop as i64;
+            let x = Tensor::randn([3, 3, c, c], (Kind::Float, Device::Cpu));
+            let whole = tch::no_grad(|| net.forward_t(&x, false));
+            let names: Vec<String> = vs.variables().into_keys().collect();
+            assert!(net.trunk(&x, Finetune::All).equal(&x), "{b}: the whole network trains from the image");
+            for cut in [Finetune::All, Finetune::Fc, Finetune::Last] {
+                if !b.supports(cut) {
+                    continue;
+                }
+                let split = tch::no_grad(|| net.head(&net.trunk(&x, cut), cut, false));
+                assert!(split.allclose(&whole, 1e-5, 1e-6, false), "{b} {cut:?}");
+                let trained = names.iter().filter(|n| b.trains(cut, n)).count();
+                let want = match cut {
+                    Finetune::All => names.len(),
+                    Finetune::Fc => 6,
+                    Finetune::Last => 2,
+                };
+                assert_eq!(trained, want, "{b} {cut:?}");
+            }
+        }
+        assert!(!Backbone::Squeezenet1_1.supports(Finetune::Fc));
+        assert!(Backbone::Caffenet.trains(Finetune::Fc, "fc6.weight"));
+        assert!(!Backbone::Caffenet.trains(Finetune::Fc, "conv5.bias"));
     }
 
     #[test]

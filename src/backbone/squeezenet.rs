@@ -6,6 +6,8 @@
 use tch::nn::{self, ModuleT};
 use tch::Tensor;
 
+use super::{Finetune, Network};
+
 #[derive(Debug)]
 struct Fire {
     squeeze: nn::Conv2D,
@@ -60,7 +62,7 @@ impl SqueezeNet {
 
     /// Everything before the classifier.
     /// # Shapes
-    /// `[N, 3, 227, 227]` -> `[N, 512, 13, 13]`
+    /// `[N, 3, 227, 227]` -> `[N, 512, 14, 14]` (ceil-mode pools: 113, 56, 28, 14)
     pub fn features(&self, xs: &Tensor) -> Tensor {
         let pool = |x: Tensor| x.max_pool2d([3, 3], [2, 2], [0, 0], [1, 1], true);
         let mut x = xs.apply(&self.conv1).relu();
@@ -75,13 +77,31 @@ impl SqueezeNet {
     }
 }
 
+/// SqueezeNet has no fully connected layers, so `fc` is refused before a network is built
+/// (`Backbone::supports`); its penultimate features are the last Fire module's output.
+impl Network for SqueezeNet {
+    fn trunk(&self, xs: &Tensor, cut: Finetune) -> Tensor {
+        match cut {
+            Finetune::All => xs.shallow_clone(),
+            Finetune::Fc => panic!("squeezenet1_1 has no fully connected layers to fine-tune"),
+            Finetune::Last => self.features(xs),
+        }
+    }
+
+    fn head(&self, fs: &Tensor, cut: Finetune, train: bool) -> Tensor {
+        match cut {
+            Finetune::All => self.head(&self.features(fs), Finetune::Last, train),
+            Finetune::Fc => panic!("squeezenet1_1 has no fully connected layers to fine-tune"),
+            // dropout, the 1x1 conv that stands in for fc8, ReLU, global average pool
+            Finetune::Last => {
+                fs.dropout(0.5, train).apply(&self.last).relu().adaptive_avg_pool2d([1, 1]).flatten(1, -1)
+            }
+        }
+    }
+}
+
 impl ModuleT for SqueezeNet {
     fn forward_t(&self, xs: &Tensor, train: bool) -> Tensor {
-        self.features(xs)
-            .dropout(0.5, train)
-            .apply(&self.last)
-            .relu()
-            .adaptive_avg_pool2d([1, 1])
-            .flatten(1, -1)
+        self.head(xs, Finetune::All, train)
     }
 }
