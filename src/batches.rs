@@ -106,7 +106,13 @@ impl Inputs {
     }
 
     /// Evaluation inputs of `indices`: the centre crop (cached view 0 is the centre crop).
-    pub fn eval_batch(&self, indices: &[usize], input: &InputConvention, channels_last: bool, device: Device) -> Tensor {
+    pub fn eval_batch(
+        &self,
+        indices: &[usize],
+        input: &InputConvention,
+        channels_last: bool,
+        device: Device,
+    ) -> Tensor {
         match self {
             Inputs::Host(_) | Inputs::Device { .. } => {
                 let views = vec![View::centre(input.crop); indices.len()];
@@ -116,7 +122,14 @@ impl Inputs {
         }
     }
 
-    fn images_at(&self, indices: &[usize], views: &[View], input: &InputConvention, channels_last: bool, device: Device) -> Tensor {
+    fn images_at(
+        &self,
+        indices: &[usize],
+        views: &[View],
+        input: &InputConvention,
+        channels_last: bool,
+        device: Device,
+    ) -> Tensor {
         match self {
             Inputs::Host(set) => to_tensor(set, indices, views, input, channels_last, device),
             Inputs::Device { pixels, .. } => crop_on_device(pixels, indices, views, input, channels_last),
@@ -238,7 +251,13 @@ pub fn to_tensor(
 /// mirrors and normalisation, `x = p * (scale / std_c) − mean_c / std_c`, computed in the same
 /// float32 operations, so a GPU run sees the same numbers as a CPU run. Only the indices and
 /// crop coordinates travel to the device.
-pub fn crop_on_device(pixels: &Tensor, indices: &[usize], views: &[View], input: &InputConvention, channels_last: bool) -> Tensor {
+pub fn crop_on_device(
+    pixels: &Tensor,
+    indices: &[usize],
+    views: &[View],
+    input: &InputConvention,
+    channels_last: bool,
+) -> Tensor {
     assert_eq!(indices.len(), views.len());
     let device = pixels.device();
     let (n, crop, stored) = (indices.len() as i64, input.crop as i64, STORED as i64);

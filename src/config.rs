@@ -115,10 +115,7 @@ impl TrainConfig {
             bail!("lambda must be a finite number >= 0, got {}", self.lambda);
         }
         if self.batch_size < 2 {
-            bail!(
-                "batch size must be at least 2 (the covariance needs two rows), got {}",
-                self.batch_size
-            );
+            bail!("batch size must be at least 2 (the covariance needs two rows), got {}", self.batch_size);
         }
         if self.iterations == 0 {
             bail!("iterations must be positive, got 0");
@@ -129,7 +126,12 @@ impl TrainConfig {
         if self.lr_step == 0 {
             bail!("lr_step must be positive, got 0");
         }
-        for (name, v) in [("lr", self.lr), ("lr_gamma", self.lr_gamma), ("momentum", self.momentum), ("weight_decay", self.weight_decay)] {
+        for (name, v) in [
+            ("lr", self.lr),
+            ("lr_gamma", self.lr_gamma),
+            ("momentum", self.momentum),
+            ("weight_decay", self.weight_decay),
+        ] {
             if !v.is_finite() || v < 0.0 {
                 bail!("{name} must be a finite number >= 0, got {v}");
             }

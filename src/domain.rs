@@ -30,7 +30,12 @@ impl Domain {
         let top = data_root.join(name);
         if !top.is_dir() {
             let found = subfolders(data_root).unwrap_or_default();
-            bail!("domain folder {} does not exist (domains under {}: {})", top.display(), data_root.display(), found.join(", "));
+            bail!(
+                "domain folder {} does not exist (domains under {}: {})",
+                top.display(),
+                data_root.display(),
+                found.join(", ")
+            );
         }
         let dir = if top.join("images").is_dir() { top.join("images") } else { top };
         let classes = subfolders(&dir)?;

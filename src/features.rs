@@ -105,7 +105,8 @@ pub fn load_or_build(cfg: &TrainConfig, domain: &Domain, net: &dyn Network, devi
     // The sidecar first: a tensor file is only ever found with its sidecar beside it.
     crate::metrics::write_atomic(&sidecar, serde_json::to_string_pretty(&meta)?.as_bytes())?;
     let tmp = file.with_extension(format!("tmp{}", std::process::id()));
-    let tensors = [("features", set.features.to_device(Device::Cpu).contiguous()), ("labels", Tensor::from_slice(&set.labels))];
+    let tensors =
+        [("features", set.features.to_device(Device::Cpu).contiguous()), ("labels", Tensor::from_slice(&set.labels))];
     Tensor::write_safetensors(&tensors, &tmp).with_context(|| format!("writing feature cache {}", tmp.display()))?;
     std::fs::rename(&tmp, &file).with_context(|| format!("writing feature cache {}", file.display()))?;
     Ok(set)
@@ -210,7 +211,8 @@ mod tests {
             let dir = root.join(name).join(class);
             std::fs::create_dir_all(&dir).unwrap();
             for i in 0..3u8 {
-                let img = image::RgbImage::from_fn(40, 30, |x, y| image::Rgb([x as u8 * 5 + i, y as u8 * 7, 60 * k as u8]));
+                let img =
+                    image::RgbImage::from_fn(40, 30, |x, y| image::Rgb([x as u8 * 5 + i, y as u8 * 7, 60 * k as u8]));
                 img.save(dir.join(format!("{i}.png"))).unwrap();
             }
         }

@@ -62,7 +62,8 @@ pub fn decode(path: &Path) -> Result<Vec<u8>> {
     let img = reader
         .decode()
         .with_context(|| format!("decoding image {} (corrupt, truncated or not an image)", path.display()))?;
-    let rgb = image::imageops::resize(&img.to_rgb8(), STORED as u32, STORED as u32, image::imageops::FilterType::Triangle);
+    let rgb =
+        image::imageops::resize(&img.to_rgb8(), STORED as u32, STORED as u32, image::imageops::FilterType::Triangle);
     let hwc = rgb.as_raw();
     let mut chw = vec![0u8; IMAGE_BYTES];
     let plane = STORED * STORED;
@@ -92,8 +93,7 @@ pub fn decode_all(files: &[(PathBuf, i64)], what: &str, skip_bad: bool) -> Resul
             .progress_chars("=> "),
     );
     bar.set_prefix(what.to_string());
-    let decoded: Vec<_> =
-        files.par_iter().progress_with(bar.clone()).map(|f| (decode(&f.0), f)).collect();
+    let decoded: Vec<_> = files.par_iter().progress_with(bar.clone()).map(|f| (decode(&f.0), f)).collect();
     bar.finish_and_clear();
     let mut set = ImageSet { pixels: Vec::with_capacity(files.len() * IMAGE_BYTES), ..Default::default() };
     for (result, (path, label)) in decoded {

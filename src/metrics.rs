@@ -88,7 +88,12 @@ impl StepMeans {
         if self.steps == 0 {
             return (f64::NAN, f64::NAN, f64::NAN, f64::NAN);
         }
-        (self.sum.class_loss / n, self.sum.coral_loss / n, self.sum.coral_distance / n, self.sum.correct as f64 / self.sum.seen as f64)
+        (
+            self.sum.class_loss / n,
+            self.sum.coral_loss / n,
+            self.sum.coral_distance / n,
+            self.sum.correct as f64 / self.sum.seen as f64,
+        )
     }
 }
 

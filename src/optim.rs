@@ -54,17 +54,11 @@ pub struct CaffeSgd {
 
 impl CaffeSgd {
     pub fn new(vs: &nn::VarStore, backbone: Backbone, momentum: f64, weight_decay: f64) -> Self {
-        let mut vars: Vec<(String, Tensor)> =
-            vs.variables().into_iter().filter(|(_, v)| v.requires_grad()).collect();
+        let mut vars: Vec<(String, Tensor)> = vs.variables().into_iter().filter(|(_, v)| v.requires_grad()).collect();
         vars.sort_by(|a, b| a.0.cmp(&b.0));
         let params = vars
             .into_iter()
-            .map(|(name, var)| Param {
-                mult: multipliers(backbone, &name),
-                velocity: var.zeros_like(),
-                name,
-                var,
-            })
+            .map(|(name, var)| Param { mult: multipliers(backbone, &name), velocity: var.zeros_like(), name, var })
             .collect();
         Self { params, momentum, weight_decay }
     }

@@ -17,7 +17,9 @@ pub fn device(choice: DeviceChoice) -> Result<Device> {
         DeviceChoice::Cpu => Ok(Device::Cpu),
         DeviceChoice::Auto => Ok(Device::cuda_if_available()),
         DeviceChoice::Cuda if tch::Cuda::is_available() => Ok(Device::Cuda(0)),
-        DeviceChoice::Cuda => bail!("--device cuda was asked for, but libtorch sees no CUDA GPU (use --device cpu or auto)"),
+        DeviceChoice::Cuda => {
+            bail!("--device cuda was asked for, but libtorch sees no CUDA GPU (use --device cpu or auto)")
+        }
     }
 }
 

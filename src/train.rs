@@ -86,7 +86,13 @@ pub fn load_images(cfg: &TrainConfig, source: &Domain, target: &Domain, device: 
 
 /// What `cfg.finetune` trains on: decoded images under `all`; under `fc` and `last`, the
 /// features of `net`'s frozen trunk from the feature cache (built on the first use).
-pub fn load_data(cfg: &TrainConfig, source: &Domain, target: &Domain, net: &dyn Network, device: Device) -> Result<Data> {
+pub fn load_data(
+    cfg: &TrainConfig,
+    source: &Domain,
+    target: &Domain,
+    net: &dyn Network,
+    device: Device,
+) -> Result<Data> {
     if cfg.finetune == Finetune::All {
         return load_images(cfg, source, target, device);
     }
@@ -437,7 +443,10 @@ fn train_loop(
         state.iteration += 1;
         state.evaluated = false;
         bar.inc(1);
-        if cfg.checkpoint_every > 0 && state.iteration.is_multiple_of(cfg.checkpoint_every) && state.iteration < cfg.iterations {
+        if cfg.checkpoint_every > 0
+            && state.iteration.is_multiple_of(cfg.checkpoint_every)
+            && state.iteration < cfg.iterations
+        {
             state.elapsed_s = elapsed_before + clock.elapsed().as_secs_f64();
             save_checkpoint(checkpoint_dir, model, state)?;
         }

@@ -25,9 +25,8 @@ pub fn read_safetensors(path: &Path) -> Result<Vec<(String, Tensor)>> {
             path.display()
         );
     }
-    safetensors::SafeTensors::deserialize(&bytes).map_err(|e| {
-        anyhow::anyhow!("weights file {} is not a valid .safetensors file: {e}", path.display())
-    })?;
+    safetensors::SafeTensors::deserialize(&bytes)
+        .map_err(|e| anyhow::anyhow!("weights file {} is not a valid .safetensors file: {e}", path.display()))?;
     Tensor::read_safetensors(path).with_context(|| format!("loading tensors from {}", path.display()))
 }
 
@@ -130,7 +129,8 @@ mod tests {
         let mut vs = nn::VarStore::new(Device::Cpu);
         let _ = Backbone::Caffenet.build(&vs.root(), 31);
         let err = load_pretrained(&mut vs, &path, Backbone::Caffenet).unwrap_err().to_string();
-        for want in ["bad.safetensors", "missing (1): conv3.bias", "fc6.bias: file [7]", "unexpected (1): extra.weight"] {
+        for want in ["bad.safetensors", "missing (1): conv3.bias", "fc6.bias: file [7]", "unexpected (1): extra.weight"]
+        {
             assert!(err.contains(want), "{want} not in {err}");
         }
     }

@@ -34,7 +34,12 @@ impl AlexNet {
             convs,
             fc6: nn::linear(&c / "1", 256 * 6 * 6, 4096, Default::default()),
             fc7: nn::linear(&c / "4", 4096, 4096, Default::default()),
-            fc8: nn::linear(&c / "6", 4096, num_classes, nn::LinearConfig { ws_init, bs_init: Some(bs_init), bias: true }),
+            fc8: nn::linear(
+                &c / "6",
+                4096,
+                num_classes,
+                nn::LinearConfig { ws_init, bs_init: Some(bs_init), bias: true },
+            ),
         }
     }
 

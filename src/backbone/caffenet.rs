@@ -35,7 +35,12 @@ impl CaffeNet {
             conv5: conv("conv5", 384, 256, 3, 1, 1, 2),
             fc6: nn::linear(p / "fc6", 256 * 6 * 6, 4096, Default::default()),
             fc7: nn::linear(p / "fc7", 4096, 4096, Default::default()),
-            fc8: nn::linear(p / "fc8", 4096, num_classes, nn::LinearConfig { ws_init, bs_init: Some(bs_init), bias: true }),
+            fc8: nn::linear(
+                p / "fc8",
+                4096,
+                num_classes,
+                nn::LinearConfig { ws_init, bs_init: Some(bs_init), bias: true },
+            ),
         }
     }
 

@@ -90,22 +90,12 @@ pub const TORCHVISION_INPUT: InputConvention = InputConvention {
 };
 
 /// Caffe's convention (PAPER.md): BGR, 0-255, minus the per-channel mean B 104.0, G 116.7, R 122.7.
-pub const CAFFE_INPUT: InputConvention = InputConvention {
-    bgr: true,
-    scale: 1.0,
-    mean: [104.0, 116.7, 122.7],
-    std: [1.0, 1.0, 1.0],
-    crop: 227,
-};
+pub const CAFFE_INPUT: InputConvention =
+    InputConvention { bgr: true, scale: 1.0, mean: [104.0, 116.7, 122.7], std: [1.0, 1.0, 1.0], crop: 227 };
 
 /// DeepScale's Caffe SqueezeNet 1.1 (../shared/README.md): BGR, 0-255, minus (104, 117, 123).
-pub const CAFFE_SQUEEZENET_INPUT: InputConvention = InputConvention {
-    bgr: true,
-    scale: 1.0,
-    mean: [104.0, 117.0, 123.0],
-    std: [1.0, 1.0, 1.0],
-    crop: 227,
-};
+pub const CAFFE_SQUEEZENET_INPUT: InputConvention =
+    InputConvention { bgr: true, scale: 1.0, mean: [104.0, 117.0, 123.0], std: [1.0, 1.0, 1.0], crop: 227 };
 
 /// Standard deviation of the new last layer's weights (paper: fc8 ~ N(0, 0.005), bias 0).
 pub const LAST_LAYER_STD: f64 = 0.005;
