@@ -4,16 +4,24 @@
 
 mod common;
 
+use std::path::Path;
+use std::process::Command;
+
 use deep_coral::backbone::Finetune;
 use deep_coral::metrics::{self, RunRecord, Status};
 
-fn train(out: &std::path::Path, cache: &std::path::Path, lambda: &str, finetune: &str) -> std::process::Command {
+/// A short dslr -> webcam run of SqueezeNet with its real ImageNet weights.
+fn train(out: &Path, cache: &Path, lambda: &str, finetune: &str) -> Command {
+    train_with("squeezenet1_1", &common::squeezenet_weights(), out, cache, lambda, finetune)
+}
+
+fn train_with(backbone: &str, weights: &Path, out: &Path, cache: &Path, lambda: &str, finetune: &str) -> Command {
     let mut cmd = common::bin();
-    cmd.args(["train", "--source", "dslr", "--target", "webcam", "--backbone", "squeezenet1_1"])
+    cmd.args(["train", "--source", "dslr", "--target", "webcam", "--backbone", backbone])
         .arg("--data-root")
         .arg(common::shared().join("data/office-caltech10"))
         .arg("--weights")
-        .arg(common::squeezenet_weights())
+        .arg(weights)
         .args(["--lambda", lambda, "--finetune", finetune, "--iterations", "6", "--eval-every", "3"])
         .args(["--batch-size", "8", "--seed", "2"])
         .arg("--feature-cache")
@@ -23,7 +31,7 @@ fn train(out: &std::path::Path, cache: &std::path::Path, lambda: &str, finetune:
     cmd
 }
 
-fn cache_files(cache: &std::path::Path) -> Vec<String> {
+fn cache_files(cache: &Path) -> Vec<String> {
     let mut names: Vec<String> =
         std::fs::read_dir(cache).unwrap().map(|e| e.unwrap().file_name().to_string_lossy().into_owned()).collect();
     names.sort();
@@ -70,4 +78,42 @@ fn fc_is_refused_for_squeezenet_by_name() {
     let err = common::stderr(&res);
     assert!(err.contains("squeezenet1_1") && err.contains("fully connected"), "{err}");
     assert!(!out.exists() && !tmp.path().join("cache").exists());
+}
+
+/// `fc` on AlexNet through the binary: its real ImageNet convolutions (../shared) with a seeded
+/// fc6/fc7 (the real ones are not available here) in one weights file the test writes. The
+/// cache holds pool5 features, 9216 per view, and only fc6-fc8 train.
+#[test]
+fn alexnet_fc_trains_on_cached_conv_features() {
+    use tch::{nn, Device, Tensor};
+    let tmp = tempfile::tempdir().unwrap();
+    tch::manual_seed(0);
+    let vs = nn::VarStore::new(Device::Cpu);
+    let _net = deep_coral::backbone::Backbone::Alexnet.build(&vs.root(), 1000);
+    let convs =
+        Tensor::read_safetensors(common::shared().join("weights/alexnet-torchvision-features-imagenet.safetensors"))
+            .unwrap();
+    let mut vars = vs.variables();
+    for (name, t) in &convs {
+        tch::no_grad(|| vars.get_mut(name).unwrap().copy_(t));
+    }
+    let weights = tmp.path().join("alexnet.safetensors");
+    Tensor::write_safetensors(&vars.into_iter().collect::<Vec<_>>(), &weights).unwrap();
+
+    let out = tmp.path().join("run");
+    let cache = tmp.path().join("cache");
+    // Random fc6/fc7 on real conv features diverge at the paper's rate within 3 iterations.
+    common::run_ok(train_with("alexnet", &weights, &out, &cache, "0.75", "fc").args(["--lr", "1e-5"]));
+    let rec = RunRecord::read(&out.join("run.json")).unwrap();
+    assert_eq!((rec.status, rec.config.finetune), (Status::Done, Finetune::Fc));
+    let features: Vec<String> = cache_files(&cache).into_iter().filter(|f| f.ends_with(".safetensors")).collect();
+    assert_eq!(features.len(), 2, "{features:?}");
+    for f in &features {
+        assert!(f.starts_with("alexnet-fc-"), "{f}");
+        let t = Tensor::read_safetensors(cache.join(f)).unwrap();
+        let feats = &t.iter().find(|(k, _)| k == "features").unwrap().1;
+        assert_eq!(feats.size()[1], 9216, "{f}");
+    }
+    let rows = metrics::read_rows(&out.join("metrics.csv")).unwrap();
+    assert!(rows[1..].iter().all(|r| r.class_loss.is_finite() && r.coral_loss > 0.0), "{rows:?}");
 }
