@@ -66,11 +66,7 @@ impl CaffeNet {
 
 impl Network for CaffeNet {
     fn trunk(&self, xs: &Tensor, cut: Finetune) -> Tensor {
-        match cut {
-            Finetune::All => xs.shallow_clone(),
-            Finetune::Fc => self.features(xs),
-            Finetune::Last => self.fc6_fc7(&self.features(xs), false),
-        }
+        super::fc_trunk(xs, cut, |x| self.features(x), |x| self.fc6_fc7(x, false))
     }
 
     fn head(&self, fs: &Tensor, cut: Finetune, train: bool) -> Tensor {

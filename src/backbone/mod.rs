@@ -64,6 +64,22 @@ pub trait Network: nn::ModuleT {
     fn head(&self, fs: &Tensor, cut: Finetune, train: bool) -> Tensor;
 }
 
+/// `Network::trunk` of a network with fully connected layers (AlexNet, CaffeNet): the image
+/// itself under `all`, the flattened pool5 `features` under `fc`, and fc7's output after its
+/// ReLU (`fc6_fc7` in eval mode) under `last`.
+pub(crate) fn fc_trunk(
+    xs: &Tensor,
+    cut: Finetune,
+    features: impl Fn(&Tensor) -> Tensor,
+    fc6_fc7: impl Fn(&Tensor) -> Tensor,
+) -> Tensor {
+    match cut {
+        Finetune::All => xs.shallow_clone(),
+        Finetune::Fc => features(xs),
+        Finetune::Last => fc6_fc7(&features(xs)),
+    }
+}
+
 /// How a network expects its input: `x_c = (pixel_c * scale - mean_c) / std_c`, channels in
 /// `bgr` order or RGB, at `crop` x `crop` pixels (from images resized to 256x256).
 #[derive(Debug, Clone, Copy, PartialEq, Serialize)]
