@@ -291,12 +291,6 @@ pub fn channels_last(t: &Tensor) -> Tensor {
     t.permute([0, 2, 3, 1]).contiguous().permute([0, 3, 1, 2])
 }
 
-/// Labels of `indices` as an int64 tensor on `device`.
-pub fn labels(set: &ImageSet, indices: &[usize], device: Device) -> Tensor {
-    let l: Vec<i64> = indices.iter().map(|&i| set.labels[i]).collect();
-    Tensor::from_slice(&l).to_device(device)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -349,7 +343,6 @@ mod tests {
         let tv = to_tensor(&set, &[0], &[View::centre(227)], &TORCHVISION_INPUT, false, Device::Cpu);
         let want = ((p(0, 14, 14) / 255.0) as f32 - 0.485) / 0.229;
         assert!((tv.double_value(&[0, 0, 0, 0]) - want as f64).abs() < 1e-5);
-        assert_eq!(labels(&set, &[0, 0], Device::Cpu).size(), [2]);
     }
 
     /// The device path cuts exactly the numbers the host path does (here both on the CPU).
