@@ -50,6 +50,7 @@ def parse_args(argv):
     p.add_argument("--source", default="amazon")
     p.add_argument("--target", default="webcam")
     p.add_argument("--channels-last", action="store_true", help="channels-last model and inputs (not standard)")
+    p.add_argument("--device", default="cpu", help="cpu or cuda: where the network runs (decoding stays in the workers)")
     args = p.parse_args(argv)
     if args.like:
         with open(args.like) as f:
@@ -63,6 +64,7 @@ def parse_args(argv):
         args.data_root = ours["data"]["data_root"]
         args.source = ours["data"]["source"]
         args.target = ours["data"]["target"]
+        args.device = "cuda" if ours["device"].startswith("cuda") else "cpu"
     names = [n for b in (args.backbone or ALL) for n in b.split(",") if n]
     for n in names:
         if n not in ALL:
@@ -131,6 +133,8 @@ def run_one(args, name):
     from torch.utils.data import DataLoader
     from torchvision import datasets, models, transforms
 
+    device = torch.device(args.device)
+    cuda = device.type == "cuda"
     if args.threads > 0:
         torch.set_num_threads(args.threads)
     threads = torch.get_num_threads()
@@ -148,7 +152,7 @@ def run_one(args, name):
 
     def loader(domain):
         ds = datasets.ImageFolder(os.path.join(args.data_root, domain), transform=tf)
-        return ds, DataLoader(ds, batch_size=args.batch_size, shuffle=True, drop_last=True,
+        return ds, DataLoader(ds, batch_size=args.batch_size, shuffle=True, drop_last=True, pin_memory=cuda,
                               num_workers=args.num_workers, persistent_workers=args.num_workers > 0)
 
     source_set, source = loader(args.source)
@@ -160,7 +164,7 @@ def run_one(args, name):
             yield from dl
 
     src, tgt = forever(source), forever(target)
-    net = getattr(models, name)(weights=None, num_classes=classes)
+    net = getattr(models, name)(weights=None, num_classes=classes).to(device)
     if args.channels_last:
         net = net.to(memory_format=torch.channels_last)
     net.train()
@@ -169,6 +173,7 @@ def run_one(args, name):
     def iteration():
         xs, ys = next(src)
         xt, _ = next(tgt)
+        xs, ys, xt = (t.to(device, non_blocking=True) for t in (xs, ys, xt))
         if args.channels_last:
             xs, xt = xs.contiguous(memory_format=torch.channels_last), xt.contiguous(memory_format=torch.channels_last)
         fs, ft = net(xs), net(xt)
@@ -177,11 +182,17 @@ def run_one(args, name):
         loss.backward()
         opt.step()
 
+    def sync():
+        if cuda:
+            torch.cuda.synchronize()
+
     for _ in range(args.warmup):
         iteration()
+    sync()
     clock = time.perf_counter()
     for _ in range(args.iterations):
         iteration()
+    sync()
     s_per_iter = (time.perf_counter() - clock) / args.iterations
     sampler.stop.set()
     sampler.join()
@@ -198,6 +209,7 @@ def run_one(args, name):
         "warmup": args.warmup,
         "lambda": args.lam,
         "channels_last": args.channels_last,
+        "device": args.device,
         "images": len(source_set) + len(target_set),
         "s_per_iter": s_per_iter,
         "img_per_s": 2 * args.batch_size / s_per_iter,
@@ -215,7 +227,7 @@ def main(argv):
     settings = ["--batch-size", str(args.batch_size), "--iterations", str(args.iterations),
                 "--warmup", str(args.warmup), "--threads", str(args.threads), "--lambda", str(args.lam),
                 "--num-workers", str(args.num_workers), "--data-root", args.data_root,
-                "--source", args.source, "--target", args.target]
+                "--source", args.source, "--target", args.target, "--device", args.device]
     settings += ["--channels-last"] if args.channels_last else []
     for name in args.backbone:
         if name not in TORCHVISION:
