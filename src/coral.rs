@@ -41,9 +41,17 @@ pub fn covariance(d: &Tensor) -> Result<Tensor> {
 pub struct Coral {
     /// `1/(4 d²) ‖C_S − C_T‖²_F`, a scalar tensor with autograd history.
     pub loss: Tensor,
-    /// `‖C_S − C_T‖_F`, without the `1/(4d²)` scale, detached: the "CORAL distance" that is
-    /// logged for every run, lambda = 0 included.
-    pub distance: f64,
+    /// `‖C_S − C_T‖²_F`, detached, still on the inputs' device: a training step reads it back
+    /// together with its other logged scalars, in one copy after the backward pass.
+    pub squared_distance: Tensor,
+}
+
+impl Coral {
+    /// `‖C_S − C_T‖_F`, without the `1/(4d²)` scale: the "CORAL distance" that is logged for
+    /// every run, lambda = 0 included.
+    pub fn distance(&self) -> f64 {
+        self.squared_distance.to_kind(Kind::Double).double_value(&[]).sqrt()
+    }
 }
 
 /// CORAL between source and target last-layer outputs (Eq. 1).
@@ -57,8 +65,7 @@ pub fn coral(source: &Tensor, target: &Tensor) -> Result<Coral> {
     let d = ds[1] as f64;
     let diff = covariance(source)? - covariance(target)?;
     let squared = diff.square().sum(diff.kind());
-    let distance = squared.detach().to_kind(Kind::Double).double_value(&[]).sqrt();
-    Ok(Coral { loss: squared / (4.0 * d * d), distance })
+    Ok(Coral { squared_distance: squared.detach(), loss: squared / (4.0 * d * d) })
 }
 
 /// Eq. 4's closed-form gradient of the loss with respect to the source batch (the target's
@@ -151,7 +158,7 @@ mod tests {
         let s = Tensor::randn([16, 5], F64);
         let c = coral(&s, &s.copy()).unwrap();
         assert_eq!(c.loss.double_value(&[]), 0.0);
-        assert_eq!(c.distance, 0.0);
+        assert_eq!(c.distance(), 0.0);
     }
 
     /// By hand: D_S = [[0,0],[2,2]] -> C_S = [[2,2],[2,2]]; D_T = [[0,0],[2,0]] -> C_T = [[2,0],[0,0]];
@@ -164,7 +171,7 @@ mod tests {
         assert_eq!(Vec::<f64>::try_from(cs.flatten(0, -1)).unwrap(), [2.0, 2.0, 2.0, 2.0]);
         let c = coral(&s, &t).unwrap();
         assert_eq!(c.loss.double_value(&[]), 0.75);
-        assert!((c.distance - 12f64.sqrt()).abs() < 1e-12);
+        assert!((c.distance() - 12f64.sqrt()).abs() < 1e-12);
     }
 
     #[test]

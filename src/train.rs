@@ -226,18 +226,23 @@ pub fn update(model: &mut Model, cfg: &TrainConfig, batch: &Batch, iteration: us
     let coral = coral::coral(&fs, &ft)?;
     let loss = if cfg.lambda > 0.0 { &class_loss + &coral.loss * cfg.lambda } else { class_loss.shallow_clone() };
 
+    model.opt.zero_grad();
+    loss.backward();
+    // Every logged scalar in one device -> host copy, after the backward pass is queued (on a
+    // GPU, the only synchronisation of the iteration).
+    let correct = fs.argmax(-1, false).eq_tensor(ys).sum(Kind::Float);
+    let parts = [class_loss.detach(), coral.loss.detach(), coral.squared_distance.shallow_clone(), correct];
+    let scalars = Vec::<f64>::try_from(Tensor::stack(&parts, 0).to_kind(Kind::Double).to_device(Device::Cpu))?;
     let stats = StepStats {
-        class_loss: class_loss.double_value(&[]),
-        coral_loss: coral.loss.double_value(&[]),
-        coral_distance: coral.distance,
-        correct: fs.argmax(-1, false).eq_tensor(ys).sum(Kind::Int64).int64_value(&[]) as usize,
+        class_loss: scalars[0],
+        coral_loss: scalars[1],
+        coral_distance: scalars[2].sqrt(),
+        correct: scalars[3] as usize,
         seen: ys.size()[0] as usize,
     };
     if !(stats.class_loss.is_finite() && stats.coral_loss.is_finite()) {
         return Ok(stats); // the caller stops the run as diverged; no update with a NaN
     }
-    model.opt.zero_grad();
-    loss.backward();
     model.opt.step(cfg.lr_at(iteration));
     Ok(stats)
 }
