@@ -84,7 +84,7 @@ pub fn keep_freed_memory() -> bool {
     // at most 4 x cores, and the arena of allocations over 8 MiB, made at the first one);
     // `arena.<i>.*` the arenas made already (at least arena 0).
     let defaults = mallctl_write(c"arenas.dirty_decay_ms", -1) && mallctl_write(c"arenas.muzzy_decay_ms", -1);
-    for i in 0..mallctl_read(c"arenas.narenas").unwrap_or(0) {
+    for i in 0..mallctl_read::<u32>(c"arenas.narenas").unwrap_or(0) {
         for what in ["dirty", "muzzy"] {
             let name = std::ffi::CString::new(format!("arena.{i}.{what}_decay_ms")).expect("no NUL");
             mallctl_write(&name, -1); // fails for an arena index not in use yet, which is fine
@@ -109,15 +109,15 @@ fn mallctl_write(name: &std::ffi::CStr, value: libc::ssize_t) -> bool {
     }
 }
 
-/// Reads one `unsigned` jemalloc value.
-fn mallctl_read(name: &std::ffi::CStr) -> Option<u32> {
-    let mut value: u32 = 0;
-    let mut size = size_of::<u32>();
+/// Reads one jemalloc value of type `T` (`unsigned` -> u32, `ssize_t` -> isize).
+fn mallctl_read<T: Copy + Default>(name: &std::ffi::CStr) -> Option<T> {
+    let mut value = T::default();
+    let mut size = size_of::<T>();
     // SAFETY: jemalloc writes at most `size` bytes into `value`.
     let rc = unsafe {
-        tikv_jemalloc_sys::mallctl(name.as_ptr(), (&mut value as *mut u32).cast(), &mut size, std::ptr::null_mut(), 0)
+        tikv_jemalloc_sys::mallctl(name.as_ptr(), (&mut value as *mut T).cast(), &mut size, std::ptr::null_mut(), 0)
     };
-    (rc == 0).then_some(value)
+    (rc == 0 && size == size_of::<T>()).then_some(value)
 }
 
 /// Raised by SIGINT or SIGTERM; the training loop checks it between iterations and stops cleanly.
@@ -158,21 +158,6 @@ pub fn reset_peak_rss() -> bool {
 mod tests {
     use super::*;
 
-    fn read_ssize(name: &std::ffi::CStr) -> libc::ssize_t {
-        let (mut value, mut size): (libc::ssize_t, usize) = (0, size_of::<libc::ssize_t>());
-        let rc = unsafe {
-            tikv_jemalloc_sys::mallctl(
-                name.as_ptr(),
-                (&mut value as *mut libc::ssize_t).cast(),
-                &mut size,
-                std::ptr::null_mut(),
-                0,
-            )
-        };
-        assert_eq!(rc, 0, "{name:?}");
-        value
-    }
-
     /// jemalloc is the process's allocator, libtorch's included, and keeps freed pages once told.
     #[test]
     fn jemalloc_serves_libtorch_and_keeps_freed_pages() {
@@ -197,9 +182,9 @@ mod tests {
         assert!(!lookup((&mut on_stack as *mut u64).cast()), "lookup tells foreign memory apart");
         drop(big);
         assert!(keep_freed_memory());
-        assert_eq!(read_ssize(c"arenas.dirty_decay_ms"), -1);
-        assert_eq!(read_ssize(c"arena.0.dirty_decay_ms"), -1);
-        assert_eq!(read_ssize(c"arena.0.muzzy_decay_ms"), -1);
+        assert_eq!(mallctl_read::<libc::ssize_t>(c"arenas.dirty_decay_ms"), Some(-1));
+        assert_eq!(mallctl_read::<libc::ssize_t>(c"arena.0.dirty_decay_ms"), Some(-1));
+        assert_eq!(mallctl_read::<libc::ssize_t>(c"arena.0.muzzy_decay_ms"), Some(-1));
     }
     use rand::Rng;
 
