@@ -6,9 +6,10 @@
 //! input convention, memory layout, device kind, libtorch version, the bytes of the weights
 //! file and the bytes, names and labels of every image of the domain. A sweep's runs (every
 //! lambda and seed of a transfer, and every transfer sharing the domain) reuse one file; a
-//! changed image or weights file makes a new one. Files are written under a temporary name and
-//! renamed, so a run killed mid-write, or two runs building the same file at once, never leave
-//! a partial file behind; delete the folder to reclaim the space.
+//! changed image or weights file makes a new one. Files are written under a temporary name of
+//! their process and renamed (`metrics::write_atomic_with`), so a run killed mid-write, or two
+//! runs building the same file at once, never leave a partial file behind; delete the folder to
+//! reclaim the space.
 
 use std::io::Read;
 use std::path::{Path, PathBuf};
@@ -104,11 +105,11 @@ pub fn load_or_build(cfg: &TrainConfig, domain: &Domain, net: &dyn Network, devi
     };
     // The sidecar first: a tensor file is only ever found with its sidecar beside it.
     crate::metrics::write_atomic(&sidecar, serde_json::to_string_pretty(&meta)?.as_bytes())?;
-    let tmp = file.with_extension(format!("tmp{}", std::process::id()));
     let tensors =
         [("features", set.features.to_device(Device::Cpu).contiguous()), ("labels", Tensor::from_slice(&set.labels))];
-    Tensor::write_safetensors(&tensors, &tmp).with_context(|| format!("writing feature cache {}", tmp.display()))?;
-    std::fs::rename(&tmp, &file).with_context(|| format!("writing feature cache {}", file.display()))?;
+    crate::metrics::write_atomic_with(&file, |tmp| {
+        Tensor::write_safetensors(&tensors, tmp).with_context(|| format!("writing feature cache {}", tmp.display()))
+    })?;
     Ok(set)
 }
 

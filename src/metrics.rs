@@ -245,16 +245,24 @@ impl RunRecord {
     }
 }
 
-/// Writes `bytes` to a temporary file beside `path` and renames it over `path`, so a reader
-/// (or a crash) never sees half a file.
+/// Writes `bytes` to `path` atomically (see [`write_atomic_with`]).
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
-    let tmp = path.with_extension(format!(
-        "{}.tmp",
-        path.extension().map(|e| e.to_string_lossy().into_owned()).unwrap_or_default()
-    ));
-    let mut f = File::create(&tmp).with_context(|| format!("creating {}", tmp.display()))?;
-    f.write_all(bytes).with_context(|| format!("writing {}", tmp.display()))?;
-    f.sync_all().ok();
+    write_atomic_with(path, |tmp| {
+        let mut f = File::create(tmp).with_context(|| format!("creating {}", tmp.display()))?;
+        f.write_all(bytes).with_context(|| format!("writing {}", tmp.display()))?;
+        f.sync_all().ok();
+        Ok(())
+    })
+}
+
+/// Has `write` fill a temporary file beside `path`, then renames it over `path`, so a reader
+/// or a crash never sees half a file. The temporary name carries this process's id
+/// (`<name>.<pid>.tmp`): two processes writing the same file at once (two runs of a sweep
+/// building one feature cache) each rename a whole file of their own.
+pub fn write_atomic_with(path: &Path, write: impl FnOnce(&Path) -> Result<()>) -> Result<()> {
+    let name = path.file_name().with_context(|| format!("{} has no file name", path.display()))?;
+    let tmp = path.with_file_name(format!("{}.{}.tmp", name.to_string_lossy(), std::process::id()));
+    write(&tmp)?;
     std::fs::rename(&tmp, path).with_context(|| format!("renaming {} to {}", tmp.display(), path.display()))
 }
 
@@ -341,6 +349,16 @@ mod tests {
         write_atomic(&p, b"{}").unwrap();
         write_atomic(&p, b"{\"a\":1}").unwrap();
         assert_eq!(std::fs::read_to_string(&p).unwrap(), "{\"a\":1}");
+        assert_eq!(std::fs::read_dir(tmp.path()).unwrap().count(), 1);
+        // The temporary file is this process's own (two runs writing one file never share it).
+        let mut used = None;
+        write_atomic_with(&p, |t| {
+            used = Some(t.to_path_buf());
+            Ok(std::fs::write(t, b"[]")?)
+        })
+        .unwrap();
+        assert_eq!(used.unwrap(), tmp.path().join(format!("run.json.{}.tmp", std::process::id())));
+        assert_eq!(std::fs::read_to_string(&p).unwrap(), "[]");
         assert_eq!(std::fs::read_dir(tmp.path()).unwrap().count(), 1);
     }
 }

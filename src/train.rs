@@ -471,9 +471,9 @@ fn save_checkpoint(dir: &Path, model: &Model, state: &LoopState) -> Result<()> {
     let write_tensors = |name: &str, tensors: Vec<(String, Tensor)>| -> Result<()> {
         // safetensors holds row-major data only; channels-last variables are copied out.
         let tensors: Vec<(String, Tensor)> = tensors.into_iter().map(|(k, t)| (k, t.contiguous())).collect();
-        let (path, tmp) = (dir.join(name), dir.join(format!("{name}.tmp")));
-        Tensor::write_safetensors(&tensors, &tmp).with_context(|| format!("writing {}", tmp.display()))?;
-        std::fs::rename(&tmp, &path).with_context(|| format!("writing {}", path.display()))
+        crate::metrics::write_atomic_with(&dir.join(name), |tmp| {
+            Tensor::write_safetensors(&tensors, tmp).with_context(|| format!("writing {}", tmp.display()))
+        })
     };
     let [model_file, optimizer_file] = tensor_files(state.iteration);
     write_tensors(&model_file, model.vs.variables().into_iter().collect())?;
