@@ -7,22 +7,30 @@ BIN := target/release/deep-coral
 EXPERIMENT ?= office31
 RESULTS ?= results
 JOBS ?= 1
+# local: $(JOBS) runs at a time here; slurm: one Slurm job array, waited for (docs/slurm.md;
+# resources in the spec's `slurm` block or SWEEP_FLAGS="--partition gpu --gpus-per-run 1 ...").
+LAUNCHER ?= local
 OFFICE31 ?=
 SWEEP_FLAGS ?=
 BENCH_FLAGS ?=
 PYTORCH_BENCH_FLAGS ?=
 BENCH_OUT ?= target/bench
 
-.PHONY: setup build test reproduce data weights sweep report plot bench clean-venv
+.PHONY: setup build test reproduce data weights sweep report plot bench clean-venv slurm-deps
 
 # libtorch comes from the PyPI torch wheel (PyTorch 2.11, the build the GPU machines carry);
 # .venv/libtorch points at it for torch-sys (see .cargo/config.toml).
-setup: $(VENV)/.ready
+setup: $(VENV)/.ready $(VENV)/.opencv
 $(VENV)/.ready:
 	python3 -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q $(TORCH) safetensors numpy
 	ln -sfn "$$($(PY) -c 'import os, torch; print(os.path.dirname(torch.__file__))')" $(VENV)/libtorch
+	touch $@
+
+# OpenCV (the headless wheel): the tests check the default resize against cv2.resize itself.
+$(VENV)/.opencv: $(VENV)/.ready
+	$(PY) -m pip install -q opencv-python-headless==5.1.0.95
 	touch $@
 
 build: setup
@@ -43,7 +51,8 @@ weights: build
 	DEEP_CORAL=$(BIN) bash scripts/fetch_weights.sh
 
 sweep: build
-	$(BIN) sweep experiments/$(EXPERIMENT).json --out $(RESULTS) --jobs $(JOBS) $(SWEEP_FLAGS)
+	$(BIN) sweep experiments/$(EXPERIMENT).json --out $(RESULTS) \
+	  $(if $(filter slurm,$(LAUNCHER)),--launcher slurm --wait,--jobs $(JOBS)) $(SWEEP_FLAGS)
 
 report: build
 	$(BIN) report $(RESULTS)/$(EXPERIMENT)
@@ -61,6 +70,11 @@ bench: build
 	$(BIN) bench $(BENCH_FLAGS) --json $(BENCH_OUT)/deep-coral.json
 	$(PY) bench/pytorch_pipeline.py --like $(BENCH_OUT)/deep-coral.json $(PYTORCH_BENCH_FLAGS) > $(BENCH_OUT)/pytorch.jsonl
 	$(PY) bench/compare.py $(BENCH_OUT)/deep-coral.json $(BENCH_OUT)/pytorch.jsonl
+
+# The Slurm daemons and clients the Slurm tests start a private cluster with (Debian 12's
+# slurmctld slurmd slurm-client munge; root or sudo; nothing when they are there already).
+slurm-deps:
+	bash scripts/slurm/install.sh
 
 clean-venv:
 	rm -rf $(VENV)

@@ -2,13 +2,13 @@
 //!
 //! Everything timed here is the training code itself, never a copy of it:
 //!
-//! 1. **limit**: `train::update` (both branches with autograd, `class + lambda * CORAL`,
+//! 1. **limit**: `step::update` (both branches with autograd, `class + lambda * CORAL`,
 //!    backward, Caffe SGD) on one batch already in tensors: the network's share of an
 //!    iteration, without sampling, crops, mirrors or tensor making;
-//! 2. **train**: `train::step` on the decoded images (sampling, augmentation, tensors, both
+//! 2. **train**: `step::step` on the decoded images (sampling, augmentation, tensors, both
 //!    branches, CORAL, update, bookkeeping), at `lambda` and at 0 (target branch without
 //!    autograd; expected about 2/3 of the time);
-//! 3. **data**: `train::scan` + `train::load_images`, which scan and decode both domains into memory;
+//! 3. **data**: `transfer::scan` + `transfer::load_images`, which scan and decode both domains into memory;
 //! 4. **memory**: peak resident memory (`VmHWM`) of the process, reset before each backbone
 //!    (after handing the heap's free memory back), so each backbone's peak includes the decoded
 //!    images but not the other backbones.
@@ -24,10 +24,13 @@ use anyhow::{bail, Context, Result};
 use serde::{Deserialize, Serialize};
 use tch::Device;
 
-use crate::backbone::Backbone;
 use crate::config::{DeviceChoice, TrainConfig};
-use crate::runtime;
-use crate::train::{self, Data, Model};
+use crate::data::transfer::{self, Data};
+use crate::model::backbone::Backbone;
+use crate::train::checkpoint::Streams;
+use crate::train::model::Model;
+use crate::train::runtime;
+use crate::train::step;
 
 /// What to measure and how (the flags of `deep-coral bench`).
 #[derive(Debug, Clone)]
@@ -70,7 +73,7 @@ pub struct Timing {
     pub img_per_s: f64,
 }
 
-/// Building the in-memory dataset (`train::scan` + `train::load_images`).
+/// Building the in-memory dataset (`transfer::scan` + `transfer::load_images`).
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct DataBench {
     pub data_root: PathBuf,
@@ -96,11 +99,11 @@ pub struct BackboneBench {
     pub weights: Option<PathBuf>,
     /// Base learning rate of the updates: training's, or 0 with random weights.
     pub lr: f64,
-    /// `train::update` at `lambda` on a batch already in tensors.
+    /// `step::update` at `lambda` on a batch already in tensors.
     pub limit: Timing,
-    /// `train::step` at `lambda`.
+    /// `step::step` at `lambda`.
     pub train: Timing,
-    /// `train::step` at lambda = 0.
+    /// `step::step` at lambda = 0.
     pub train_lambda0: Timing,
     /// `train.img_per_s / limit.img_per_s`: the share of the limit the full iteration reaches.
     pub train_over_limit: f64,
@@ -151,8 +154,8 @@ pub fn bench(opts: &BenchOptions) -> Result<BenchReport> {
 
     eprintln!("bench: decoding {} and {} from {}", opts.source, opts.target, opts.data_root.display());
     let clock = Instant::now();
-    let (source, target) = train::scan(&base)?;
-    let data = train::load_images(&base, &source, &target, device)?;
+    let (source, target) = transfer::scan(&base)?;
+    let data = transfer::load_images(&base, &source, &target, device)?;
     let build_s = clock.elapsed().as_secs_f64();
     let images = data.source.len() + data.target.len();
     let data_bench = DataBench {
@@ -227,16 +230,14 @@ fn bench_backbone(opts: &BenchOptions, backbone: Backbone, data: &Data, device: 
     let total = opts.warmup + opts.iterations;
 
     eprintln!("bench {backbone} ({what}): limit, {total} iterations");
-    let (mut source, mut target, mut augment) = train::fresh_streams(&cfg, data);
-    let batch = train::next_batch(data, &cfg, &model.input, &mut source, &mut target, &mut augment, device);
-    let limit = time(opts, images, device, |it| finite(train::update(&mut model, &cfg, &batch, it)?))?;
+    let mut streams = Streams::fresh(&cfg, data);
+    let batch = step::next_batch(data, &cfg, &model.input, &mut streams, device);
+    let limit = time(opts, images, device, |it| finite(step::update(&mut model, &cfg, &batch, it)?))?;
 
     let mut train_at = |cfg: &TrainConfig| -> Result<Timing> {
         eprintln!("bench {backbone} ({what}): train::step at lambda {}, {total} iterations", cfg.lambda);
-        let (mut source, mut target, mut augment) = train::fresh_streams(cfg, data);
-        time(opts, images, device, |it| {
-            finite(train::step(&mut model, data, cfg, &mut source, &mut target, &mut augment, it, device)?)
-        })
+        let mut streams = Streams::fresh(cfg, data);
+        time(opts, images, device, |it| finite(step::step(&mut model, data, cfg, &mut streams, it, device)?))
     };
     let train = train_at(&cfg)?;
     let train_lambda0 = train_at(&TrainConfig { lambda: 0.0, ..cfg.clone() })?;
@@ -254,7 +255,7 @@ fn bench_backbone(opts: &BenchOptions, backbone: Backbone, data: &Data, device: 
 }
 
 /// A step whose loss is not finite skips its update, which would flatter the timing.
-fn finite(stats: crate::metrics::StepStats) -> Result<()> {
+fn finite(stats: crate::train::metrics::StepStats) -> Result<()> {
     if !(stats.class_loss.is_finite() && stats.coral_loss.is_finite()) {
         bail!(
             "loss is not finite (class {}, coral {}): the timing would skip updates",

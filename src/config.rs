@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use anyhow::{bail, Result};
 use serde::{Deserialize, Serialize};
 
-use crate::backbone::{Backbone, Finetune};
+use crate::model::backbone::{Backbone, Finetune};
 
 /// Where the run's tensors live.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
@@ -16,6 +16,19 @@ pub enum DeviceChoice {
     Cuda,
     /// CUDA when a GPU is visible, else CPU.
     Auto,
+}
+
+/// How every image is resized to 256x256 before cropping.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "kebab-case")]
+pub enum ResizeFilter {
+    /// OpenCV's `cv::resize(..., INTER_LINEAR)`, bit for bit: what Caffe's data layer (the
+    /// authors' pipeline) does. Samples the 2x2 nearest pixels, no low-pass filter when
+    /// shrinking.
+    OpencvLinear,
+    /// The `image` crate's Triangle filter, which widens its kernel by the scale factor when
+    /// shrinking (an anti-aliased resize). What every run before this option used.
+    Triangle,
 }
 
 /// Everything one source->target training run depends on. Written into `run.json` before
@@ -72,6 +85,9 @@ pub struct TrainConfig {
     /// Folder of the feature cache of `finetune` `fc` and `last`, shared by every run that
     /// uses it (files are keyed by backbone, weights and data).
     pub feature_cache: PathBuf,
+    /// Resize to 256x256: `opencv-linear` (Caffe's, the default) or `triangle` (the filter of
+    /// runs made before this field existed: their records say so).
+    pub resize: ResizeFilter,
 }
 
 impl Default for TrainConfig {
@@ -99,11 +115,24 @@ impl Default for TrainConfig {
             channels_last: true,
             finetune: Finetune::All,
             feature_cache: PathBuf::from("cache/features"),
+            resize: ResizeFilter::OpencvLinear,
         }
     }
 }
 
 impl TrainConfig {
+    /// The same config with its paths (data root, weights, feature cache) made absolute against
+    /// the current directory, as `run.json` records them.
+    pub fn with_absolute_paths(&self) -> TrainConfig {
+        let abs = |p: &PathBuf| std::path::absolute(p).unwrap_or_else(|_| p.clone());
+        TrainConfig {
+            data_root: abs(&self.data_root),
+            weights: abs(&self.weights),
+            feature_cache: abs(&self.feature_cache),
+            ..self.clone()
+        }
+    }
+
     /// Caffe's "step" policy: lr * gamma^floor(iter / step).
     pub fn lr_at(&self, iter: usize) -> f64 {
         self.lr * self.lr_gamma.powi((iter / self.lr_step) as i32)

@@ -8,10 +8,13 @@ use std::process::ExitCode;
 use anyhow::{Context, Result};
 use clap::{Args, Parser, Subcommand};
 
-use deep_coral::backbone::{Backbone, Finetune};
 use deep_coral::config::{DeviceChoice, TrainConfig};
-use deep_coral::metrics::{RunRecord, Status};
-use deep_coral::{runtime, train};
+use deep_coral::flags::ConfigFlags;
+use deep_coral::model::backbone::Backbone;
+use deep_coral::train::metrics::{RunRecord, Status};
+use deep_coral::train::{self, runtime};
+
+use deep_coral::experiment::launcher::slurm;
 
 #[derive(Parser)]
 #[command(name = "deep-coral", version, about = "Deep CORAL (Sun & Saenko, 2016) experiment runner on libtorch")]
@@ -40,7 +43,39 @@ enum Command {
         /// Use this data root for every run instead of the spec's.
         #[arg(long)]
         data_root: Option<PathBuf>,
+        /// Where the runs go: `local` (this machine, --jobs at a time) or `slurm` (one Slurm job
+        /// array, one task per run; see docs/slurm.md).
+        #[arg(long, value_enum, default_value_t = LauncherKind::Local)]
+        launcher: LauncherKind,
+        /// Print where each run stands (done / running / pending / failed / cancelled /
+        /// incomplete / new), from the run folders and Slurm; submit nothing.
+        #[arg(long, conflicts_with_all = ["dry_run", "wait", "cancel"])]
+        status: bool,
+        /// Wait for the runs on the Slurm cluster to end (after submitting, with --launcher slurm;
+        /// alone: the runs already submitted), then fail naming every failed run. Ctrl-C stops
+        /// the waiting, not the jobs.
+        #[arg(long, conflicts_with_all = ["dry_run", "cancel"])]
+        wait: bool,
+        /// Cancel this experiment's own Slurm job arrays (scancel); running runs checkpoint.
+        #[arg(long, conflicts_with = "dry_run")]
+        cancel: bool,
+        #[command(flatten)]
+        slurm: slurm::SlurmFlags,
     },
+    /// One array task of `sweep --launcher slurm` (what its batch script runs): train the run in
+    /// DIR as a child, pass Slurm's signals on, requeue the task after a checkpoint.
+    #[command(hide = true)]
+    SweepTask {
+        /// Requeues before the run fails as one that cannot fit its time limit.
+        #[arg(long, default_value_t = slurm::DEFAULT_MAX_REQUEUES)]
+        max_requeues: u32,
+        /// The run folder (with the config.json the sweep wrote).
+        dir: PathBuf,
+    },
+    /// Lambda per transfer by the paper's rule: pilot runs search lambda (in log space) until
+    /// lambda x CORAL loss and the classification loss agree at the end; writes a spec with
+    /// lambda = 0 and the chosen lambda per transfer, and the pilots' losses as evidence.
+    Calibrate(CalibrateArgs),
     /// Tables of an experiment's runs: summary.csv and table.md beside the paper's Table 1.
     Report {
         /// The experiment's results folder, e.g. results/office31.
@@ -65,6 +100,47 @@ enum Command {
     /// Time the training step per backbone: its compute limit on tensors in memory, the full
     /// iteration at lambda and at 0, image decoding, peak memory; prints a table.
     Bench(BenchArgs),
+}
+
+/// Flags of `calibrate`.
+#[derive(Args)]
+struct CalibrateArgs {
+    /// Experiment spec whose transfers (and settings) to calibrate.
+    spec: PathBuf,
+    /// Results root; pilots go to <out>/<experiment>-calibrate/.
+    #[arg(long, default_value = "results")]
+    out: PathBuf,
+    /// Pilot runs at a time on this machine.
+    #[arg(long, default_value_t = 1)]
+    jobs: usize,
+    /// Accept lambda when the two losses agree within this factor.
+    #[arg(long, default_value_t = 2.0)]
+    factor: f64,
+    /// Iterations of a pilot (default: the spec's; the lr step keeps its place in the schedule).
+    #[arg(long)]
+    pilot_iterations: Option<usize>,
+    /// Pilots per transfer at most.
+    #[arg(long, default_value_t = 6)]
+    max_pilots: usize,
+    /// Seed of the pilots.
+    #[arg(long, default_value_t = 1)]
+    seed: u64,
+    /// The calibrated spec to write (default experiments/<name>-calibrated.json).
+    #[arg(long)]
+    write: Option<PathBuf>,
+    /// Name of the calibrated experiment (default <name>-calibrated).
+    #[arg(long)]
+    name: Option<String>,
+    /// Use this data root for every pilot instead of the spec's.
+    #[arg(long)]
+    data_root: Option<PathBuf>,
+}
+
+/// `sweep --launcher`.
+#[derive(Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum LauncherKind {
+    Local,
+    Slurm,
 }
 
 /// Flags of `bench`.
@@ -139,62 +215,11 @@ struct TrainArgs {
     /// JSON file with a full or partial TrainConfig (unknown keys are an error).
     #[arg(long)]
     config: Option<PathBuf>,
-    /// Folder holding the domain folders.
-    #[arg(long)]
-    data_root: Option<PathBuf>,
-    /// Labelled source domain (e.g. amazon).
-    #[arg(long)]
-    source: Option<String>,
-    /// Unlabelled target domain (e.g. webcam).
-    #[arg(long)]
-    target: Option<String>,
-    #[arg(long, value_enum)]
-    backbone: Option<Backbone>,
-    /// Pretrained weights (.safetensors).
-    #[arg(long)]
-    weights: Option<PathBuf>,
-    /// CORAL weight; 0 trains without adaptation.
-    #[arg(long = "lambda", allow_negative_numbers = true)]
-    lambda: Option<f64>,
     /// Output folder of the run.
     #[arg(long)]
     out: PathBuf,
-    /// Training iterations (paper: 2000).
-    #[arg(long, allow_negative_numbers = true)]
-    iterations: Option<i64>,
-    /// Images per domain per iteration (paper: 128).
-    #[arg(long, allow_negative_numbers = true)]
-    batch_size: Option<i64>,
-    /// Base learning rate (paper: 1e-3, x0.1 every 500 iterations).
-    #[arg(long)]
-    lr: Option<f64>,
-    /// Iterations between learning-rate steps (paper: 500).
-    #[arg(long)]
-    lr_step: Option<usize>,
-    /// Iterations between evaluations of the whole target domain (paper: 50).
-    #[arg(long, allow_negative_numbers = true)]
-    eval_every: Option<i64>,
-    #[arg(long)]
-    seed: Option<u64>,
-    #[arg(long, value_enum)]
-    device: Option<DeviceChoice>,
-    /// libtorch threads; 0 = one per core.
-    #[arg(long)]
-    threads: Option<usize>,
-    /// Skip images that fail to decode (recorded in run.json) instead of stopping.
-    #[arg(long)]
-    skip_bad_images: bool,
-    /// Save a resumable checkpoint every N iterations.
-    #[arg(long)]
-    checkpoint_every: Option<usize>,
-    /// Layers to train: all (the paper's), fc (fc6-fc8 on frozen conv features; AlexNet and
-    /// CaffeNet) or last (the new last layer on frozen penultimate features). fc and last
-    /// cache the frozen part's outputs for the centre crop and its mirror: a CPU fast mode.
-    #[arg(long, value_enum)]
-    finetune: Option<Finetune>,
-    /// Folder of the fc/last feature cache (default cache/features), shared across runs.
-    #[arg(long)]
-    feature_cache: Option<PathBuf>,
+    #[command(flatten)]
+    flags: ConfigFlags,
     /// Continue the interrupted run in --out from its checkpoint (its run.json gives the config).
     #[arg(long, conflicts_with = "config")]
     resume: bool,
@@ -205,54 +230,19 @@ struct TrainArgs {
 
 impl TrainArgs {
     fn config(&self) -> Result<TrainConfig> {
-        let mut c = if self.resume {
-            RunRecord::read(&self.out.join("run.json"))
+        let base = if self.resume {
+            let recorded = RunRecord::read(&self.out.join("run.json"))
                 .with_context(|| format!("--resume needs the run.json of an earlier run in {}", self.out.display()))?
-                .config
+                .config;
+            self.flags.check_resumable(&recorded)?;
+            recorded
         } else if let Some(path) = &self.config {
             let text = std::fs::read_to_string(path).with_context(|| format!("reading config {}", path.display()))?;
             serde_json::from_str(&text).with_context(|| format!("parsing config {}", path.display()))?
         } else {
             TrainConfig::default()
         };
-        let positive = |name: &str, v: Option<i64>| -> Result<Option<usize>> {
-            match v {
-                Some(v) if v <= 0 => anyhow::bail!("--{name} must be positive, got {v}"),
-                v => Ok(v.map(|v| v as usize)),
-            }
-        };
-        macro_rules! set {
-            ($($field:ident),*) => { $(if let Some(v) = self.$field.clone() { c.$field = v; })* };
-        }
-        set!(
-            data_root,
-            source,
-            target,
-            backbone,
-            weights,
-            lambda,
-            lr,
-            lr_step,
-            seed,
-            device,
-            threads,
-            checkpoint_every,
-            finetune,
-            feature_cache
-        );
-        if let Some(v) = positive("iterations", self.iterations)? {
-            c.iterations = v;
-        }
-        if let Some(v) = self.batch_size {
-            anyhow::ensure!(v >= 2, "--batch-size must be at least 2 (the covariance needs two rows), got {v}");
-            c.batch_size = v as usize;
-        }
-        if let Some(v) = positive("eval-every", self.eval_every)? {
-            c.eval_every = v;
-        }
-        c.skip_bad_images |= self.skip_bad_images;
-        c.validate()?;
-        Ok(c)
+        self.flags.apply(&base)
     }
 }
 
@@ -265,6 +255,21 @@ fn main() -> ExitCode {
             eprintln!("error: {e:#}");
             ExitCode::from(1)
         }
+    }
+}
+
+/// A sweep's exit status; `--wait` stopped by a signal (Ctrl-C) is no error but 128 + the signal,
+/// after its message (the Slurm jobs go on).
+fn slurm_exit(result: Result<u8>) -> Result<ExitCode> {
+    match result {
+        Ok(code) => Ok(ExitCode::from(code)),
+        Err(e) => match e.downcast_ref::<slurm::WaitStopped>() {
+            Some(stopped) => {
+                eprintln!("{stopped}");
+                Ok(ExitCode::from(128u8.saturating_add(stopped.signal.clamp(0, 127) as u8)))
+            }
+            None => Err(e),
+        },
     }
 }
 
@@ -291,35 +296,86 @@ fn dispatch(cli: Cli, keep_freed_memory: bool) -> Result<ExitCode> {
                 Status::Running | Status::Failed => ExitCode::from(1),
             })
         }
-        Command::Sweep { spec, out, jobs, dry_run, data_root } => {
-            let mut spec = deep_coral::spec::load(&spec)?;
+        Command::Sweep { spec, out, jobs, dry_run, data_root, launcher, status, wait, cancel, slurm: flags } => {
+            let mut spec = deep_coral::experiment::spec::load(&spec)?;
             if let Some(root) = data_root {
                 spec.set_data_root(root);
             }
-            let launcher: Box<dyn deep_coral::launcher::Launcher> = if dry_run {
-                Box::new(deep_coral::launcher::DryRun)
-            } else {
-                anyhow::ensure!(jobs >= 1, "--jobs must be at least 1, got {jobs}");
-                Box::new(deep_coral::launcher::Local { jobs })
-            };
+            if status {
+                slurm::print_status(&spec, &out)?;
+                return Ok(ExitCode::SUCCESS);
+            }
+            if cancel {
+                slurm::cancel(&spec, &out)?;
+                return Ok(ExitCode::SUCCESS);
+            }
+            if launcher == LauncherKind::Local {
+                anyhow::ensure!(
+                    flags.is_empty(),
+                    "the Slurm flags (--partition, --time, --max-parallel, ...) need --launcher slurm"
+                );
+                if wait {
+                    return slurm_exit(slurm::wait(&spec, &out).map(|()| 0));
+                }
+            }
             let exe = std::env::current_exe().context("locating the deep-coral executable")?;
-            deep_coral::sweep::sweep_spec(&spec, &out, launcher.as_ref(), &exe)?;
+            let launcher: Box<dyn deep_coral::experiment::launcher::Launcher> = match launcher {
+                LauncherKind::Slurm => {
+                    let settings = slurm::Settings::resolve(&spec, &flags)?;
+                    Box::new(slurm::Slurm::new(&spec, &out, settings, wait, dry_run)?)
+                }
+                LauncherKind::Local if dry_run => Box::new(deep_coral::experiment::launcher::DryRun),
+                LauncherKind::Local => {
+                    anyhow::ensure!(jobs >= 1, "--jobs must be at least 1, got {jobs}");
+                    Box::new(deep_coral::experiment::launcher::Local { jobs })
+                }
+            };
+            let summary = deep_coral::experiment::sweep::sweep_spec(&spec, &out, launcher.as_ref(), &exe);
+            slurm_exit(summary.map(|s| s.exit_status()))
+        }
+        Command::SweepTask { max_requeues, dir } => {
+            let exe = std::env::current_exe().context("locating the deep-coral executable")?;
+            Ok(ExitCode::from(slurm::run_task(&dir, &exe, max_requeues)?))
+        }
+        Command::Calibrate(a) => {
+            use deep_coral::experiment::calibrate::{self, CalibrateOptions};
+            let mut spec = deep_coral::experiment::spec::load(&a.spec)?;
+            if let Some(root) = &a.data_root {
+                spec.set_data_root(root.clone());
+            }
+            anyhow::ensure!(a.jobs >= 1, "--jobs must be at least 1, got {}", a.jobs);
+            let opts = CalibrateOptions {
+                factor: a.factor,
+                pilot_iterations: a.pilot_iterations,
+                max_pilots: a.max_pilots,
+                seed: a.seed,
+                name: a.name.clone(),
+            };
+            let launcher = deep_coral::experiment::launcher::Local { jobs: a.jobs };
+            let exe = std::env::current_exe().context("locating the deep-coral executable")?;
+            let c = calibrate::calibrate(&spec, &a.out, &launcher, &exe, &opts)?;
+            let evidence = a.out.join(format!("{}-calibrate", spec.name)).join("calibration.md");
+            let out_spec = calibrate::calibrated_spec(&spec, &c, &opts, &evidence);
+            let path = a.write.clone().unwrap_or_else(|| PathBuf::from(format!("experiments/{}.json", out_spec.name)));
+            deep_coral::files::write_atomic(&path, out_spec.to_json().as_bytes())?;
+            print!("{}", calibrate::markdown(&c, &spec));
+            eprintln!("wrote {} (evidence: {})", path.display(), evidence.display());
             Ok(ExitCode::SUCCESS)
         }
         Command::Report { dir, paper } => {
-            let report = deep_coral::report::report(&dir, paper.as_deref())?;
+            let report = deep_coral::experiment::report::report(&dir, paper.as_deref())?;
             print!("{}", report.markdown);
             eprintln!("wrote {} and {}", report.summary_csv.display(), report.table_md.display());
             Ok(ExitCode::SUCCESS)
         }
         Command::Plot { dir, paper_curves } => {
-            for path in deep_coral::plot::plot(&dir, paper_curves.as_deref())? {
+            for path in deep_coral::experiment::plot::plot(&dir, paper_curves.as_deref())? {
                 println!("{}", path.display());
             }
             Ok(ExitCode::SUCCESS)
         }
         Command::Weights { command: WeightsCommand::ImportCaffe { input, output, arch } } => {
-            let tensors = deep_coral::caffe::import_caffe(&input, &output, arch)?;
+            let tensors = deep_coral::model::caffe::import_caffe(&input, &output, arch)?;
             for (name, shape) in &tensors {
                 println!("{name} {shape:?}");
             }
@@ -327,7 +383,7 @@ fn dispatch(cli: Cli, keep_freed_memory: bool) -> Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Command::Weights { command: WeightsCommand::Inspect { file } } => {
-            print!("{}", deep_coral::inspect::inspect(&file)?);
+            print!("{}", deep_coral::model::inspect::inspect(&file)?);
             Ok(ExitCode::SUCCESS)
         }
         Command::Bench(a) => {

@@ -5,8 +5,8 @@
 
 mod common;
 
-use deep_coral::backbone::Backbone;
-use deep_coral::weights;
+use deep_coral::model::backbone::Backbone;
+use deep_coral::model::weights;
 use tch::{nn, Device, Tensor};
 
 #[test]

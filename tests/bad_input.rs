@@ -7,7 +7,7 @@ mod common;
 use std::path::{Path, PathBuf};
 
 use common::{run_fails, tiny_data, tiny_train, write_domain};
-use deep_coral::metrics::{RunRecord, Status};
+use deep_coral::train::metrics::{RunRecord, Status};
 use tch::Tensor;
 
 /// `deep-coral train` that must fail with exit 1 and leave `out` unwritten; returns stderr.

@@ -6,10 +6,12 @@
 use std::io::Read;
 use std::path::{Path, PathBuf};
 
-use deep_coral::backbone::Backbone;
-use deep_coral::caffe::proto::{v1_layer_type, BlobProto, BlobShape, LayerParameter, NetParameter, V1LayerParameter};
-use deep_coral::caffe::{import_caffe, read_caffemodel, NamedBlob};
-use deep_coral::inspect::inspect;
+use deep_coral::model::backbone::Backbone;
+use deep_coral::model::caffe::proto::{
+    v1_layer_type, BlobProto, BlobShape, LayerParameter, NetParameter, V1LayerParameter,
+};
+use deep_coral::model::caffe::{import_caffe, read_caffemodel, NamedBlob};
+use deep_coral::model::inspect::inspect;
 use prost::Message;
 use tch::{Kind, Tensor};
 

@@ -3,7 +3,7 @@
 
 mod common;
 
-use deep_coral::metrics::{self, RunRecord, Status, COLUMNS};
+use deep_coral::train::metrics::{self, RunRecord, Status, COLUMNS};
 
 #[test]
 fn short_real_run_writes_curves_and_record() {

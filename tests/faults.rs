@@ -10,7 +10,7 @@ use std::path::Path;
 use std::process::{Child, Command, Stdio};
 
 use common::{assert_no_tmp, assert_whole_rows, metrics_sans_elapsed, rows_so_far, tiny_data, tiny_train, wait_for};
-use deep_coral::metrics::{self, RunRecord, Status};
+use deep_coral::train::metrics::{self, RunRecord, Status};
 
 fn record(dir: &Path) -> RunRecord {
     RunRecord::read(&dir.join("run.json")).unwrap()

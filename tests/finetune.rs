@@ -7,8 +7,8 @@ mod common;
 use std::path::Path;
 use std::process::Command;
 
-use deep_coral::backbone::Finetune;
-use deep_coral::metrics::{self, RunRecord, Status};
+use deep_coral::model::backbone::Finetune;
+use deep_coral::train::metrics::{self, RunRecord, Status};
 
 /// A short dslr -> webcam run of SqueezeNet with its real ImageNet weights.
 fn train(out: &Path, cache: &Path, lambda: &str, finetune: &str) -> Command {
@@ -89,7 +89,7 @@ fn alexnet_fc_trains_on_cached_conv_features() {
     let tmp = tempfile::tempdir().unwrap();
     tch::manual_seed(0);
     let vs = nn::VarStore::new(Device::Cpu);
-    let _net = deep_coral::backbone::Backbone::Alexnet.build(&vs.root(), 1000);
+    let _net = deep_coral::model::backbone::Backbone::Alexnet.build(&vs.root(), 1000);
     let convs =
         Tensor::read_safetensors(common::shared().join("weights/alexnet-torchvision-features-imagenet.safetensors"))
             .unwrap();

@@ -20,7 +20,7 @@
 
 use std::path::{Path, PathBuf};
 
-use deep_coral::report::{self, Transfer};
+use deep_coral::experiment::report::{self, Transfer};
 
 const HEADER: &str = "iteration,epoch,lr,class_loss,coral_loss,weighted_coral_loss,coral_distance,source_acc,target_acc,target_loss,elapsed_s";
 
@@ -181,7 +181,7 @@ fn a_corrupt_run_json_is_an_error_naming_the_file() {
     std::fs::write(&bad, "{\"config\": {\"source\": \"webcam\",").unwrap();
     let err = report::report(&exp, None).unwrap_err();
     assert!(format!("{err}").contains(&bad.display().to_string()), "{err:#}");
-    let err = deep_coral::plot::plot(&exp, None).unwrap_err();
+    let err = deep_coral::experiment::plot::plot(&exp, None).unwrap_err();
     assert!(format!("{err}").contains(&bad.display().to_string()), "{err:#}");
 }
 
@@ -202,7 +202,7 @@ fn plot_writes_png_and_svg_per_transfer() {
     let tmp = tempfile::tempdir().unwrap();
     let exp = tmp.path().join("fixture");
     write_fixture(&exp);
-    let written = deep_coral::plot::plot(&exp, None).unwrap();
+    let written = deep_coral::experiment::plot::plot(&exp, None).unwrap();
     let names: Vec<String> = written.iter().map(|p| p.strip_prefix(&exp).unwrap().display().to_string()).collect();
     assert_eq!(
         names,

@@ -7,9 +7,10 @@ use std::path::{Path, PathBuf};
 use std::sync::{Mutex, OnceLock};
 
 use deep_coral::config::TrainConfig;
-use deep_coral::launcher::{DryRun, Failure, Job, Launcher, Local};
-use deep_coral::spec;
-use deep_coral::sweep::{self, RunState, SweepSummary};
+use deep_coral::experiment::launcher::{DryRun, Failure, Job, Launcher, Local};
+use deep_coral::experiment::run_state::RunState;
+use deep_coral::experiment::spec;
+use deep_coral::experiment::sweep::{self, SweepSummary};
 use indicatif::ProgressBar;
 use tempfile::TempDir;
 

@@ -10,9 +10,9 @@ use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use deep_coral::backbone::alexnet::AlexNet;
-use deep_coral::backbone::Backbone;
-use deep_coral::weights::load_pretrained;
+use deep_coral::model::backbone::alexnet::AlexNet;
+use deep_coral::model::backbone::Backbone;
+use deep_coral::model::weights::load_pretrained;
 use tch::nn::{self, ModuleT};
 use tch::{Device, Tensor};
 

@@ -1,0 +1,394 @@
+//! The experiment folder read from disk: every run folder
+//! `<transfer>/lambda_<x>/seed_<n>` with its `run.json` (read as
+//! [`crate::train::metrics::RunRecord`], the one type of that file), sorted into the done runs
+//! and the runs not counted; the links of `spec.json`; and the final and best target accuracy
+//! of each done run from its `metrics.csv`.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use anyhow::{bail, Context, Result};
+
+use super::{Lambda, Transfer};
+use crate::train::metrics::{MetricsRow, RunRecord, Status};
+
+/// One run folder whose `run.json` was read.
+#[derive(Debug, Clone)]
+pub struct FoundRun {
+    /// The run folder.
+    pub dir: PathBuf,
+    /// Its `run.json`.
+    pub record: RunRecord,
+}
+
+impl FoundRun {
+    pub fn transfer(&self) -> Transfer {
+        Transfer::new(&self.record.config.source, &self.record.config.target)
+    }
+
+    pub fn lambda(&self) -> f64 {
+        self.record.config.lambda
+    }
+
+    pub fn seed(&self) -> u64 {
+        self.record.config.seed
+    }
+}
+
+/// A run folder that does not count: its status is not `done`, it has no `run.json`, or its
+/// `run.json` is JSON but not a run record this version can read (e.g. a status it does not
+/// know).
+#[derive(Debug, Clone, PartialEq)]
+pub struct IncompleteRun {
+    /// Path relative to the experiment folder, e.g. `amazon_webcam/lambda_0.8/seed_3`.
+    pub rel_dir: PathBuf,
+    /// `None` where the folder name could not be read as `<source>_<target>`.
+    pub transfer: Option<Transfer>,
+    pub lambda: Option<f64>,
+    pub seed: Option<u64>,
+    /// The status from `run.json`, `no run.json`, or `run.json not read (<why>)`.
+    pub status: String,
+    pub iterations: Option<u64>,
+    pub iterations_done: Option<u64>,
+}
+
+impl IncompleteRun {
+    /// e.g. ``- `amazon_webcam/lambda_0.8/seed_3`: running, 1200 of 2000 iterations``.
+    pub fn describe(&self) -> String {
+        let progress = match (self.iterations_done, self.iterations) {
+            (Some(done), Some(all)) => format!(", {done} of {all} iterations"),
+            (Some(done), None) => format!(", {done} iterations"),
+            _ => String::new(),
+        };
+        format!("`{}`: {}{progress}", self.rel_dir.display(), self.status)
+    }
+}
+
+/// Paths named by the experiment's `spec.json` (relative to the current directory).
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct SpecLinks {
+    pub paper_table: Option<PathBuf>,
+    pub paper_curves: Option<PathBuf>,
+}
+
+/// Everything found in one experiment folder.
+#[derive(Debug, Clone)]
+pub struct Experiment {
+    pub dir: PathBuf,
+    /// Runs with status `done`, sorted by transfer, lambda, seed.
+    pub done: Vec<FoundRun>,
+    /// All other run folders, sorted by path.
+    pub incomplete: Vec<IncompleteRun>,
+    pub spec: SpecLinks,
+}
+
+fn sorted_subdirs(dir: &Path) -> Result<Vec<(String, PathBuf)>> {
+    let mut out = Vec::new();
+    for entry in std::fs::read_dir(dir).with_context(|| format!("listing {}", dir.display()))? {
+        let entry = entry.with_context(|| format!("listing {}", dir.display()))?;
+        if entry.file_type().with_context(|| format!("reading {}", entry.path().display()))?.is_dir() {
+            out.push((entry.file_name().to_string_lossy().into_owned(), entry.path()));
+        }
+    }
+    out.sort();
+    Ok(out)
+}
+
+/// Reads `spec.json` if present, keeping only `paper_table` and `paper_curves`.
+pub fn read_spec_links(experiment_dir: &Path) -> Result<SpecLinks> {
+    let path = experiment_dir.join("spec.json");
+    if !path.exists() {
+        return Ok(SpecLinks::default());
+    }
+    let text = std::fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))?;
+    let value: serde_json::Value =
+        serde_json::from_str(&text).with_context(|| format!("{} is not valid JSON", path.display()))?;
+    let link = |key: &str| -> Result<Option<PathBuf>> {
+        match value.get(key) {
+            None | Some(serde_json::Value::Null) => Ok(None),
+            Some(serde_json::Value::String(s)) => Ok(Some(PathBuf::from(s))),
+            Some(other) => bail!("{}: `{key}` should be a path string, found {other}", path.display()),
+        }
+    };
+    Ok(SpecLinks { paper_table: link("paper_table")?, paper_curves: link("paper_curves")? })
+}
+
+/// A status as `run.json` spells it (`done`, `running`, ...).
+fn status_name(status: Status) -> String {
+    match serde_json::to_value(status) {
+        Ok(serde_json::Value::String(s)) => s,
+        _ => format!("{status:?}").to_lowercase(),
+    }
+}
+
+/// What one run folder's `run.json` gave.
+enum RunFile {
+    Read(Box<RunRecord>),
+    /// No `run.json`, or one that is JSON but not a record this version reads: the status
+    /// shown for it.
+    NotRead(String),
+}
+
+/// Reads `run.json` of one run folder. A file that cannot be read or is not JSON (cut off,
+/// corrupt) is an error naming it; JSON that does not fit [`RunRecord`] (a status this version
+/// does not know, a field of the wrong type) leaves the run uncounted, with the reason.
+fn read_run_file(json_path: &Path) -> Result<RunFile> {
+    if !json_path.exists() {
+        return Ok(RunFile::NotRead("no run.json".into()));
+    }
+    let text = std::fs::read_to_string(json_path).with_context(|| format!("reading {}", json_path.display()))?;
+    // JSON first, the record second: serde_json classes some type errors of a record read
+    // straight from text (an enum given a number) with the syntax errors.
+    let value: serde_json::Value =
+        serde_json::from_str(&text).with_context(|| format!("{} is not valid JSON", json_path.display()))?;
+    Ok(match serde_json::from_value::<RunRecord>(value) {
+        Ok(record) => RunFile::Read(Box::new(record)),
+        Err(e) => RunFile::NotRead(format!("run.json not read ({e})")),
+    })
+}
+
+/// A run folder whose `run.json` gave no record: its transfer, lambda and seed come from the
+/// folder names.
+struct UnreadRun {
+    transfer_name: String,
+    lambda: Option<f64>,
+    seed: Option<u64>,
+    rel_dir: PathBuf,
+    status: String,
+}
+
+impl UnreadRun {
+    /// Names the transfer after a known run in the same folder (`known`, by folder name), else
+    /// splits `<source>_<target>` when there is exactly one underscore.
+    fn into_incomplete(self, known: &BTreeMap<String, Transfer>) -> IncompleteRun {
+        let transfer = known.get(&self.transfer_name).cloned().or_else(|| {
+            let parts: Vec<&str> = self.transfer_name.split('_').collect();
+            (parts.len() == 2).then(|| Transfer::new(parts[0], parts[1]))
+        });
+        IncompleteRun {
+            rel_dir: self.rel_dir,
+            transfer,
+            lambda: self.lambda,
+            seed: self.seed,
+            status: self.status,
+            iterations: None,
+            iterations_done: None,
+        }
+    }
+}
+
+/// A run whose record says it is not done.
+fn incomplete_of(run: &FoundRun, rel_dir: PathBuf) -> IncompleteRun {
+    IncompleteRun {
+        rel_dir,
+        transfer: Some(run.transfer()),
+        lambda: Some(run.lambda()),
+        seed: Some(run.seed()),
+        status: status_name(run.record.status),
+        iterations: Some(run.record.config.iterations as u64),
+        iterations_done: Some(run.record.iterations_done as u64),
+    }
+}
+
+/// Finds every run folder `<transfer>/lambda_<x>/seed_<n>` under `experiment_dir` and reads its
+/// `run.json`. A `run.json` that cannot be read or is not JSON is an error naming the file;
+/// one that is JSON but not a run record is listed as not counted (see [`IncompleteRun`]).
+pub fn load_experiment(experiment_dir: &Path) -> Result<Experiment> {
+    if !experiment_dir.is_dir() {
+        bail!("{} is not a folder (expected an experiment's results folder)", experiment_dir.display());
+    }
+    let spec = read_spec_links(experiment_dir)?;
+    let mut done = Vec::new();
+    let mut incomplete = Vec::new();
+    let mut unread = Vec::new();
+    for (transfer_name, transfer_dir) in sorted_subdirs(experiment_dir)? {
+        for (lambda_name, lambda_dir) in sorted_subdirs(&transfer_dir)? {
+            let Some(lambda_text) = lambda_name.strip_prefix("lambda_") else { continue };
+            for (seed_name, run_dir) in sorted_subdirs(&lambda_dir)? {
+                let Some(seed_text) = seed_name.strip_prefix("seed_") else { continue };
+                let rel_dir = PathBuf::from(&transfer_name).join(&lambda_name).join(&seed_name);
+                match read_run_file(&run_dir.join("run.json"))? {
+                    RunFile::Read(record) => {
+                        let run = FoundRun { dir: run_dir.clone(), record: *record };
+                        if run.record.status == Status::Done {
+                            done.push(run);
+                        } else {
+                            incomplete.push(incomplete_of(&run, rel_dir));
+                        }
+                    }
+                    RunFile::NotRead(status) => unread.push(UnreadRun {
+                        transfer_name: transfer_name.clone(),
+                        lambda: lambda_text.parse::<f64>().ok(),
+                        seed: seed_text.parse().ok(),
+                        rel_dir,
+                        status,
+                    }),
+                }
+            }
+        }
+    }
+    let mut known: BTreeMap<String, Transfer> = BTreeMap::new();
+    for r in &done {
+        let t = r.transfer();
+        known.insert(t.dir_name(), t);
+    }
+    for r in &incomplete {
+        if let Some(t) = &r.transfer {
+            known.insert(t.dir_name(), t.clone());
+        }
+    }
+    incomplete.extend(unread.into_iter().map(|u| u.into_incomplete(&known)));
+    done.sort_by(|a, b| {
+        (a.transfer(), Lambda(a.lambda()), a.seed()).cmp(&(b.transfer(), Lambda(b.lambda()), b.seed()))
+    });
+    incomplete.sort_by(|a, b| a.rel_dir.cmp(&b.rel_dir));
+    Ok(Experiment { dir: experiment_dir.to_path_buf(), done, incomplete, spec })
+}
+
+/// Per-run accuracies (fractions) of the done runs, as read by [`run_accuracies`].
+#[derive(Debug, Clone, PartialEq)]
+pub struct RunResult {
+    pub transfer: Transfer,
+    pub lambda: f64,
+    pub seed: u64,
+    pub final_acc: f64,
+    pub best_acc: f64,
+}
+
+/// Final and best target accuracy (fractions) of one done run. The final one is `run.json`'s
+/// `final_target_acc`, else the last row of `metrics.csv`; best is the maximum over rows.
+pub fn run_accuracies(run: &FoundRun) -> Result<(f64, f64)> {
+    let path = run.dir.join("metrics.csv");
+    let rows = crate::train::metrics::read_rows(&path)?;
+    let finite: Vec<&MetricsRow> = rows.iter().filter(|r| r.target_acc.is_finite()).collect();
+    let best = finite.iter().map(|r| r.target_acc).fold(f64::NAN, f64::max);
+    let last = rows.last().map(|r| r.target_acc).filter(|a| a.is_finite());
+    let Some(final_acc) = run.record.final_target_acc.filter(|a| a.is_finite()).or(last) else {
+        bail!(
+            "{}: run is done but has no final target accuracy (run.json final_target_acc is null and the last row of metrics.csv has none)",
+            run.dir.display()
+        );
+    };
+    if !best.is_finite() {
+        bail!("{}: no target accuracy in any row", path.display());
+    }
+    Ok((final_acc, best))
+}
+
+/// [`run_accuracies`] of every run, in order.
+pub fn run_results(done: &[FoundRun]) -> Result<Vec<RunResult>> {
+    done.iter()
+        .map(|run| {
+            let (final_acc, best_acc) = run_accuracies(run)?;
+            Ok(RunResult { transfer: run.transfer(), lambda: run.lambda(), seed: run.seed(), final_acc, best_acc })
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn incomplete_runs_are_described() {
+        let r = IncompleteRun {
+            rel_dir: PathBuf::from("amazon_webcam/lambda_0.8/seed_3"),
+            transfer: Some(Transfer::new("amazon", "webcam")),
+            lambda: Some(0.8),
+            seed: Some(3),
+            status: "diverged".into(),
+            iterations: Some(2000),
+            iterations_done: Some(350),
+        };
+        assert_eq!(r.describe(), "`amazon_webcam/lambda_0.8/seed_3`: diverged, 350 of 2000 iterations");
+    }
+
+    fn write_run_json(exp: &Path, rel: &str, json: &str) {
+        let dir = exp.join(rel);
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(dir.join("run.json"), json).unwrap();
+    }
+
+    #[test]
+    fn status_names_are_those_of_run_json() {
+        for (status, name) in [
+            (Status::Running, "running"),
+            (Status::Done, "done"),
+            (Status::Diverged, "diverged"),
+            (Status::Interrupted, "interrupted"),
+            (Status::Failed, "failed"),
+        ] {
+            assert_eq!(status_name(status), name);
+        }
+    }
+
+    #[test]
+    fn partial_records_are_read_and_unknown_statuses_are_listed_not_counted() {
+        let tmp = tempfile::tempdir().unwrap();
+        let exp = tmp.path();
+        // Only config and status: read, and counted when done.
+        write_run_json(
+            exp,
+            "amazon_webcam/lambda_0.8/seed_1",
+            r#"{"config": {"source": "amazon", "target": "webcam", "lambda": 0.8, "seed": 1}, "status": "done"}"#,
+        );
+        // Partial and running: listed with the iterations of its config.
+        write_run_json(
+            exp,
+            "amazon_webcam/lambda_0.8/seed_2",
+            r#"{"config": {"source": "amazon", "target": "webcam", "lambda": 0.8, "seed": 2, "iterations": 300},
+                "status": "running", "iterations_done": 50}"#,
+        );
+        // A status this version does not know: listed with the parse error, not fatal.
+        write_run_json(
+            exp,
+            "amazon_webcam/lambda_0.8/seed_3",
+            r#"{"config": {"source": "amazon", "target": "webcam", "lambda": 0.8, "seed": 3}, "status": "paused"}"#,
+        );
+        // Garbage status of the wrong type, in a folder not named `<source>_<target>`.
+        write_run_json(exp, "odd_name_here/lambda_0/seed_4", r#"{"config": {}, "status": 7}"#);
+        // A run folder without run.json.
+        std::fs::create_dir_all(exp.join("amazon_webcam/lambda_0.8/seed_5")).unwrap();
+
+        let found = load_experiment(exp).unwrap();
+        assert_eq!(found.done.len(), 1);
+        let run = &found.done[0];
+        assert_eq!((run.transfer(), run.lambda(), run.seed()), (Transfer::new("amazon", "webcam"), 0.8, 1));
+        assert_eq!(run.record.final_target_acc, None);
+        assert_eq!(run.record.iterations_done, 0);
+
+        let described: Vec<String> = found.incomplete.iter().map(IncompleteRun::describe).collect();
+        assert_eq!(described.len(), 4, "{described:#?}");
+        assert_eq!(described[0], "`amazon_webcam/lambda_0.8/seed_2`: running, 50 of 300 iterations");
+        assert!(
+            described[1].starts_with("`amazon_webcam/lambda_0.8/seed_3`: run.json not read (unknown variant `paused`"),
+            "{}",
+            described[1]
+        );
+        assert_eq!(described[2], "`amazon_webcam/lambda_0.8/seed_5`: no run.json");
+        assert!(
+            described[3].starts_with("`odd_name_here/lambda_0/seed_4`: run.json not read (invalid type"),
+            "{}",
+            described[3]
+        );
+        // Unread runs take lambda and seed from the folder names, the transfer from a run read
+        // in the same folder or from `<source>_<target>`.
+        let unknown = &found.incomplete[1];
+        assert_eq!(
+            (unknown.transfer.clone(), unknown.lambda, unknown.seed, unknown.iterations_done),
+            (Some(Transfer::new("amazon", "webcam")), Some(0.8), Some(3), None)
+        );
+        let odd = &found.incomplete[3];
+        assert_eq!((odd.transfer.clone(), odd.lambda, odd.seed), (None, Some(0.0), Some(4)));
+    }
+
+    #[test]
+    fn run_json_that_is_not_json_is_an_error_naming_it() {
+        let tmp = tempfile::tempdir().unwrap();
+        let rel = "amazon_webcam/lambda_0/seed_1";
+        write_run_json(tmp.path(), rel, r#"{"config": {"source": "amazon","#);
+        let err = load_experiment(tmp.path()).unwrap_err();
+        let path = tmp.path().join(rel).join("run.json");
+        assert!(format!("{err}").contains(&path.display().to_string()), "{err:#}");
+    }
+}

@@ -1,0 +1,162 @@
+//! Statistics per transfer and lambda, from the per-run accuracies alone (no file access):
+//! the done runs grouped by cell, mean ± sample sd over seeds, the paper's number beside each
+//! cell, and the seeds a cell lacks that other cells have.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use super::paper::{column_order, paper_method_for, PaperCell, PaperTable};
+use super::read::{IncompleteRun, RunResult};
+use super::{Lambda, Transfer};
+
+/// Mean and sample standard deviation (n - 1) of n values; `sd` is `None` for n < 2.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Stat {
+    pub n: usize,
+    pub mean: f64,
+    pub sd: Option<f64>,
+}
+
+impl Stat {
+    /// `None` for no values.
+    pub fn of(values: &[f64]) -> Option<Stat> {
+        let n = values.len();
+        if n == 0 {
+            return None;
+        }
+        let mean = values.iter().sum::<f64>() / n as f64;
+        let sd = (n >= 2).then(|| {
+            let ss: f64 = values.iter().map(|v| (v - mean) * (v - mean)).sum();
+            (ss / (n - 1) as f64).sqrt()
+        });
+        Some(Stat { n, mean, sd })
+    }
+}
+
+/// One transfer and lambda over its done seeds. Accuracies in %.
+#[derive(Debug, Clone, PartialEq)]
+pub struct GroupSummary {
+    pub transfer: Transfer,
+    pub lambda: f64,
+    /// Seeds of the done runs.
+    pub seeds: Vec<u64>,
+    /// Target accuracy at the last iteration (the paper's protocol).
+    pub final_acc: Stat,
+    /// Highest target accuracy over each run's evaluations, then over seeds. Not the paper's
+    /// protocol.
+    pub best_acc: Stat,
+    /// Run folders of this cell that are not done.
+    pub n_incomplete: usize,
+    /// `CNN` for lambda = 0, `D-CORAL` for lambda > 0, with the paper's number if it has one.
+    pub paper: Option<(String, PaperCell)>,
+    /// The authors' lambda for this transfer.
+    pub paper_lambda: Option<f64>,
+}
+
+impl GroupSummary {
+    /// ours - paper, in percentage points.
+    pub fn diff_vs_paper(&self) -> Option<f64> {
+        self.paper.as_ref().map(|(_, p)| self.final_acc.mean - p.mean)
+    }
+}
+
+/// A seed that other cells of the experiment have but this transfer and lambda lacks.
+#[derive(Debug, Clone, PartialEq)]
+pub struct MissingRun {
+    pub transfer: Transfer,
+    pub lambda: f64,
+    pub seed: u64,
+}
+
+/// The grouping and comparison part of the report: no file access.
+pub fn summarize(
+    results: &[RunResult],
+    incomplete: &[IncompleteRun],
+    paper: Option<&PaperTable>,
+) -> (Vec<GroupSummary>, Vec<Transfer>, Vec<MissingRun>) {
+    let mut cells: BTreeMap<(Transfer, Lambda), Vec<&RunResult>> = BTreeMap::new();
+    for r in results {
+        cells.entry((r.transfer.clone(), Lambda(r.lambda))).or_default().push(r);
+    }
+    let mut incomplete_cells: BTreeMap<(Transfer, Lambda), Vec<Option<u64>>> = BTreeMap::new();
+    for r in incomplete {
+        if let (Some(t), Some(l)) = (&r.transfer, r.lambda) {
+            incomplete_cells.entry((t.clone(), Lambda(l))).or_default().push(r.seed);
+        }
+    }
+    let mut transfers: BTreeSet<Transfer> = cells.keys().map(|(t, _)| t.clone()).collect();
+    transfers.extend(incomplete_cells.keys().map(|(t, _)| t.clone()));
+    let columns = column_order(&transfers, paper);
+
+    let mut groups = Vec::new();
+    for t in &columns {
+        for ((_, lambda), runs) in
+            cells.range((t.clone(), Lambda(f64::NEG_INFINITY))..=(t.clone(), Lambda(f64::INFINITY)))
+        {
+            let pct = |f: fn(&RunResult) -> f64| -> Vec<f64> { runs.iter().map(|r| 100.0 * f(r)).collect() };
+            let method = paper_method_for(lambda.0);
+            groups.push(GroupSummary {
+                transfer: t.clone(),
+                lambda: lambda.0,
+                seeds: runs.iter().map(|r| r.seed).collect(),
+                final_acc: Stat::of(&pct(|r| r.final_acc)).expect("a cell has runs"),
+                best_acc: Stat::of(&pct(|r| r.best_acc)).expect("a cell has runs"),
+                n_incomplete: incomplete_cells.get(&(t.clone(), *lambda)).map_or(0, |v| v.len()),
+                paper: paper.and_then(|p| p.cell(method, t)).map(|c| (method.to_string(), c)),
+                paper_lambda: paper.and_then(|p| p.lambda(t)),
+            });
+        }
+    }
+
+    // Seeds present somewhere in the experiment but absent from a cell (done or not).
+    let mut all_seeds: BTreeSet<u64> = results.iter().map(|r| r.seed).collect();
+    all_seeds.extend(incomplete.iter().filter_map(|r| r.seed));
+    let mut all_cells: BTreeSet<(Transfer, Lambda)> = cells.keys().cloned().collect();
+    all_cells.extend(incomplete_cells.keys().cloned());
+    let mut missing = Vec::new();
+    for t in &columns {
+        for (_, lambda) in all_cells.iter().filter(|(ct, _)| ct == t) {
+            let key = (t.clone(), *lambda);
+            let mut present: BTreeSet<u64> = cells.get(&key).into_iter().flatten().map(|r| r.seed).collect();
+            present.extend(incomplete_cells.get(&key).into_iter().flatten().flatten());
+            for seed in all_seeds.difference(&present) {
+                missing.push(MissingRun { transfer: t.clone(), lambda: lambda.0, seed: *seed });
+            }
+        }
+    }
+    (groups, columns, missing)
+}
+
+/// The group of transfer `t` and exactly `lambda`.
+pub fn find_group<'a>(groups: &'a [GroupSummary], t: &Transfer, lambda: f64) -> Option<&'a GroupSummary> {
+    groups.iter().find(|g| &g.transfer == t && Lambda(g.lambda) == Lambda(lambda))
+}
+
+/// The first group of transfer `t` whose lambda passes `pred`.
+fn find_any<'a>(groups: &'a [GroupSummary], t: &Transfer, pred: impl Fn(f64) -> bool) -> Option<&'a GroupSummary> {
+    groups.iter().find(|g| &g.transfer == t && pred(g.lambda))
+}
+
+/// The `columns` with no done lambda = 0 run.
+pub fn without_baseline(groups: &[GroupSummary], columns: &[Transfer]) -> Vec<Transfer> {
+    columns.iter().filter(|t| find_any(groups, t, |l| l == 0.0).is_none()).cloned().collect()
+}
+
+/// The `columns` with no done lambda > 0 run.
+pub fn without_adapted(groups: &[GroupSummary], columns: &[Transfer]) -> Vec<Transfer> {
+    columns.iter().filter(|t| find_any(groups, t, |l| l > 0.0).is_none()).cloned().collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn stat_uses_the_sample_standard_deviation() {
+        assert_eq!(Stat::of(&[]), None);
+        let s = Stat::of(&[1.0, 2.0, 3.0, 4.0]).unwrap();
+        assert_eq!((s.n, s.mean), (4, 2.5));
+        // sum of squares 5, over n - 1 = 3
+        assert!((s.sd.unwrap() - (5.0f64 / 3.0).sqrt()).abs() < 1e-12);
+        assert_eq!(Stat::of(&[7.0]).unwrap().sd, None);
+    }
+}

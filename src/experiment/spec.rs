@@ -1,0 +1,615 @@
+//! An experiment spec: one JSON file that names a grid of training runs (transfers x lambdas x
+//! seeds) on top of one shared `TrainConfig`, and the run directory each of them writes to.
+//!
+//! ```json
+//! {
+//!   "name": "office31",
+//!   "description": "why these choices",
+//!   "train": { "backbone": "caffenet", "data_root": "data/office31/domain_adaptation_images" },
+//!   "transfers": [ { "source": "amazon", "target": "dslr", "lambdas": [0, 0.05] } ],
+//!   "seeds": [1, 2, 3, 4, 5]
+//! }
+//! ```
+//!
+//! `train` is parsed as a `TrainConfig` (unknown keys are an error, missing keys keep the
+//! paper's protocol); each run gets `source`, `target`, `lambda` and `seed` set on top, so
+//! those four may not appear in `train`. Paths are relative to the folder the sweep runs in
+//! (the repository root), not to the spec file.
+//!
+//! An optional `slurm` block ([`SlurmSpec`]) says how the grid runs on a Slurm cluster
+//! (`sweep --launcher slurm`: partition, GPUs and CPUs per run, time limit, ...); it does not
+//! change what a run computes, and the sweep's flags override each of its keys.
+//!
+//! Run directory: `<results>/<name>/<source>_<target>/lambda_<x>/seed_<n>/`, `x` written by
+//! Rust's `{}` for f64 (`lambda_0`, `lambda_0.8`, `lambda_0.0001`). The run's `seed` is `n`
+//! itself, not a hash that includes lambda: the lambda = 0 and lambda > 0 runs of one seed
+//! share the new layer's initialisation, the sampling order and the augmentation, so their
+//! difference is a paired comparison that isolates the CORAL term.
+//!
+//! Grid order: seeds outermost, then transfers, then lambdas, so a sweep stopped part-way has
+//! whole seeds of the full table (every transfer, with and without CORAL) rather than every
+//! seed of a few transfers.
+
+use std::collections::BTreeSet;
+use std::path::{Path, PathBuf};
+
+use anyhow::{bail, Context, Result};
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+use crate::config::TrainConfig;
+
+/// The experiment spec file (see the module doc).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Spec {
+    /// The experiment's folder under the results root.
+    pub name: String,
+    /// Why the grid and schedule are what they are (JSON has no comments).
+    #[serde(default)]
+    pub description: String,
+    /// Settings shared by every run; missing keys keep `TrainConfig::default()` (the paper's).
+    #[serde(default)]
+    pub train: TrainConfig,
+    /// Source->target pairs, each with the lambdas to run.
+    pub transfers: Vec<Transfer>,
+    /// One run per seed for every (transfer, lambda).
+    pub seeds: Vec<u64>,
+    /// The paper's numbers for the report (a JSON table), if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub paper_table: Option<PathBuf>,
+    /// The authors' training curves for the plots (CSV), if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub paper_curves: Option<PathBuf>,
+    /// How the grid runs on a Slurm cluster (`sweep --launcher slurm`), so the spec says how it
+    /// was run; each key is overridden by the sweep's flag of the same name.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub slurm: Option<SlurmSpec>,
+    /// The file this spec was read from (empty when built in code); used in error messages.
+    #[serde(skip)]
+    pub path: PathBuf,
+}
+
+/// The spec's `slurm` block: the resources of one run (one task of the sweep's job array) and how
+/// the array is submitted. Every key is optional; a missing one leaves Slurm's (or the site's)
+/// default. Unknown keys and wrong types are errors at load, naming the key (`slurm.partiton`);
+/// values are checked when a sweep submits (`experiment::launcher::slurm`).
+///
+/// ```json
+/// "slurm": { "partition": "gpu", "gpus_per_run": 1, "cpus_per_run": 4, "mem": "16G",
+///            "time": "01:00:00", "max_parallel": 20, "sbatch_args": ["--constraint=a100"] }
+/// ```
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SlurmSpec {
+    /// `--partition`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub partition: Option<String>,
+    /// GPUs per run, as `--gres=gpu:N`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub gpus_per_run: Option<u32>,
+    /// `--cpus-per-task`; also each run's libtorch threads when `train.threads` is 0.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cpus_per_run: Option<u32>,
+    /// `--mem` (memory per run, e.g. `16G`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mem: Option<String>,
+    /// `--time`, the time limit of one attempt of a run (e.g. `01:30:00`, `2-00:00:00`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub time: Option<String>,
+    /// `--account`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub account: Option<String>,
+    /// `--qos`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub qos: Option<String>,
+    /// At most this many runs at once (the array's `%K`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_parallel: Option<u32>,
+    /// Seconds before the time limit at which Slurm warns a run (SIGUSR1) so it checkpoints and
+    /// requeues itself (`--signal=B:USR1@N`; default 120).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub signal_seconds: Option<u32>,
+    /// Requeues per run before it is failed as one that cannot fit its time limit (default 3).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_requeues: Option<u32>,
+    /// More sbatch arguments, passed through as they are (site specifics: `--constraint=...`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub sbatch_args: Vec<String>,
+}
+
+/// One source->target pair of a spec.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Transfer {
+    /// Labelled domain: a folder name under `data_root`.
+    pub source: String,
+    /// Unlabelled domain: a folder name under `data_root`.
+    pub target: String,
+    /// CORAL weights to run; 0 is the no-adaptation baseline.
+    pub lambdas: Vec<f64>,
+}
+
+impl Transfer {
+    /// `amazon->dslr`.
+    pub fn name(&self) -> String {
+        format!("{}->{}", self.source, self.target)
+    }
+}
+
+/// One run of the grid: where it writes and the full config it trains with.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RunSpec {
+    pub dir: PathBuf,
+    pub config: TrainConfig,
+}
+
+/// The keys a run sets on top of `train`, and where in the spec they come from instead.
+const PER_RUN_KEYS: [(&str, &str); 4] = [
+    ("source", "transfers[].source"),
+    ("target", "transfers[].target"),
+    ("lambda", "transfers[].lambdas"),
+    ("seed", "seeds"),
+];
+
+/// Reads and checks a spec file: JSON syntax, unknown keys, types, and every expanded run's
+/// `TrainConfig::validate()`. Errors name the file and the key (`train.lr`,
+/// `transfers[2].lambdas`) or the transfer.
+pub fn load(path: &Path) -> Result<Spec> {
+    let text = std::fs::read_to_string(path).with_context(|| format!("reading spec {}", path.display()))?;
+    parse(&text, path)
+}
+
+/// `load` on text already read; `path` is only used in messages and kept in `Spec::path`.
+pub fn parse(text: &str, path: &Path) -> Result<Spec> {
+    let file = path.display();
+    let value: Value = serde_json::from_str(text).with_context(|| format!("spec {file}: not valid JSON"))?;
+    if let Some(train) = value.get("train").and_then(Value::as_object) {
+        for (key, instead) in PER_RUN_KEYS {
+            if train.contains_key(key) {
+                bail!("spec {file}: key `train.{key}`: set per run, from `{instead}`, not in `train`");
+            }
+        }
+    }
+    if let Some(slurm) = value.get("slurm").filter(|v| !v.is_object() && !v.is_null()) {
+        // serde would take an array as the struct's fields in order.
+        bail!("spec {file}: key `slurm`: expected an object of Slurm settings (`{{\"partition\": ...}}`), got {slurm}");
+    }
+    let mut spec: Spec = match serde_json::from_value(value.clone()) {
+        Ok(spec) => spec,
+        Err(e) => match error_path(&value) {
+            Some(key) => bail!("spec {file}: key `{key}`: {e}"),
+            None => bail!("spec {file}: {e}"),
+        },
+    };
+    spec.path = path.to_path_buf();
+    spec.validate()?;
+    Ok(spec)
+}
+
+/// Where in the spec's JSON deserialisation fails, as `train.lr` or `transfers[1].lambdas[0]`.
+/// serde_json's messages name an unknown key but not its parent, and a wrong type not at all.
+fn error_path(spec: &Value) -> Option<String> {
+    let top = culprit::<Spec>(spec)?;
+    let mut path = top.clone();
+    let child = &spec[top.as_str()];
+    match top.as_str() {
+        "train" => {
+            if let Some(key) = culprit::<TrainConfig>(child) {
+                path += &format!(".{key}");
+            }
+        }
+        "slurm" => {
+            if let Some(key) = culprit::<SlurmSpec>(child) {
+                path += &format!(".{key}");
+            }
+        }
+        "seeds" => {
+            if let Some(i) = culprit::<Vec<u64>>(child) {
+                path += &format!("[{i}]");
+            }
+        }
+        "transfers" => {
+            if let Some(i) = culprit::<Vec<Transfer>>(child) {
+                path += &format!("[{i}]");
+                let transfer = &child[i.parse::<usize>().ok()?];
+                if let Some(key) = culprit::<Transfer>(transfer) {
+                    path += &format!(".{key}");
+                    if key == "lambdas" {
+                        if let Some(j) = culprit::<Vec<f64>>(&transfer["lambdas"]) {
+                            path += &format!("[{j}]");
+                        }
+                    }
+                }
+            }
+        }
+        _ => {}
+    }
+    Some(path)
+}
+
+/// The first key (of an object) or index (of an array) whose removal changes the error that
+/// deserialising `value` as `T` gives: serde stops at the first bad entry, so that is the one.
+fn culprit<T: DeserializeOwned>(value: &Value) -> Option<String> {
+    let error = serde_json::from_value::<T>(value.clone()).err()?.to_string();
+    let differs = |v: Value| serde_json::from_value::<T>(v).map_or_else(|e| e.to_string() != error, |_| true);
+    match value {
+        Value::Object(map) => map
+            .keys()
+            .find(|k| {
+                let mut without = map.clone();
+                without.remove(k.as_str());
+                differs(Value::Object(without))
+            })
+            .cloned(),
+        Value::Array(items) => (0..items.len())
+            .find(|&i| {
+                let mut without = items.clone();
+                without.remove(i);
+                differs(Value::Array(without))
+            })
+            .map(|i| i.to_string()),
+        _ => None,
+    }
+}
+
+impl Spec {
+    /// The spec file for messages, or `<spec NAME>` for one built in code.
+    pub fn file(&self) -> String {
+        if self.path.as_os_str().is_empty() {
+            format!("<spec {}>", self.name)
+        } else {
+            self.path.display().to_string()
+        }
+    }
+
+    /// Checks the grid: a usable name, at least one transfer, lambda and seed, plain domain
+    /// names, no run listed twice, and every expanded config passing `TrainConfig::validate()`.
+    pub fn validate(&self) -> Result<()> {
+        let file = self.file();
+        if !is_plain_name(&self.name) {
+            bail!("spec {file}: `name` must be a plain folder name (no `/`, not `.` or `..`), got {:?}", self.name);
+        }
+        if self.transfers.is_empty() {
+            bail!("spec {file}: `transfers` is empty");
+        }
+        if self.seeds.is_empty() {
+            bail!("spec {file}: `seeds` is empty");
+        }
+        let mut seen = BTreeSet::new();
+        for &seed in &self.seeds {
+            if !seen.insert(seed) {
+                bail!("spec {file}: seed {seed} is listed twice in `seeds`");
+            }
+        }
+        let mut pairs = BTreeSet::new();
+        for (i, t) in self.transfers.iter().enumerate() {
+            let name = t.name();
+            for domain in [&t.source, &t.target] {
+                if !is_plain_name(domain) {
+                    bail!("spec {file}: transfer {name} (transfers[{i}]): domain {domain:?} must be a plain folder name under data_root");
+                }
+            }
+            if !pairs.insert((&t.source, &t.target)) {
+                bail!("spec {file}: transfer {name} (transfers[{i}]) is listed twice");
+            }
+            if t.lambdas.is_empty() {
+                bail!("spec {file}: transfer {name} (transfers[{i}]) has no lambdas");
+            }
+            let mut dirs = BTreeSet::new();
+            for &lambda in &t.lambdas {
+                if !dirs.insert(lambda_dir(lambda)) {
+                    bail!("spec {file}: transfer {name} (transfers[{i}]) lists lambda {lambda} twice");
+                }
+                let config = self.config_for(t, lambda, self.seeds[0]);
+                config
+                    .validate()
+                    .with_context(|| format!("spec {file}: transfer {name} (transfers[{i}]), lambda {lambda}"))?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Every run of the grid, seeds outermost, then transfers, then lambdas.
+    pub fn runs(&self, results_root: &Path) -> Vec<RunSpec> {
+        let mut runs = Vec::new();
+        for &seed in &self.seeds {
+            for t in &self.transfers {
+                for &lambda in &t.lambdas {
+                    let dir = results_root
+                        .join(&self.name)
+                        .join(format!("{}_{}", t.source, t.target))
+                        .join(lambda_dir(lambda))
+                        .join(format!("seed_{seed}"));
+                    runs.push(RunSpec { dir, config: self.config_for(t, lambda, seed) });
+                }
+            }
+        }
+        runs
+    }
+
+    /// `train` with one run's source, target, lambda and seed set.
+    fn config_for(&self, t: &Transfer, lambda: f64, seed: u64) -> TrainConfig {
+        TrainConfig {
+            source: t.source.clone(),
+            target: t.target.clone(),
+            lambda: positive_zero(lambda),
+            seed,
+            ..self.train.clone()
+        }
+    }
+
+    /// The spec as a spec file, with every `train` field written out (the effective protocol,
+    /// not just what the file set) except the per-run keys; `parse` reads it back.
+    pub fn to_json(&self) -> String {
+        let mut value = serde_json::to_value(self).expect("a Spec serialises");
+        if let Some(train) = value.get_mut("train").and_then(Value::as_object_mut) {
+            for (key, _) in PER_RUN_KEYS {
+                train.remove(key);
+            }
+        }
+        serde_json::to_string_pretty(&value).expect("a Spec serialises") + "\n"
+    }
+
+    /// Replaces `train.data_root` for every run (the sweep's `--data-root`).
+    pub fn set_data_root(&mut self, data_root: PathBuf) {
+        self.train.data_root = data_root;
+    }
+
+    /// Every domain the transfers use must be a folder `<data_root>/<domain>`; one error lists
+    /// all that are missing. Run by the sweep before any run starts (not by a dry run).
+    pub fn check_domains(&self) -> Result<()> {
+        let root = &self.train.data_root;
+        let mut domains: Vec<&str> = Vec::new();
+        for t in &self.transfers {
+            for d in [t.source.as_str(), t.target.as_str()] {
+                if !domains.contains(&d) {
+                    domains.push(d);
+                }
+            }
+        }
+        let missing: Vec<String> =
+            domains.iter().map(|d| root.join(d)).filter(|p| !p.is_dir()).map(|p| p.display().to_string()).collect();
+        if missing.is_empty() {
+            return Ok(());
+        }
+        let root_note = if root.is_dir() { String::new() } else { format!(" ({} does not exist)", root.display()) };
+        bail!(
+            "spec {}: {} of {} domain folders missing under data_root {}{root_note}: {}; set `train.data_root` in the \
+             spec or pass --data-root",
+            self.file(),
+            missing.len(),
+            domains.len(),
+            root.display(),
+            missing.join(", ")
+        )
+    }
+
+    /// The pretrained weights file every run loads must exist. Run by the sweep with
+    /// `check_domains`, so a missing file fails once, not once per run.
+    pub fn check_weights(&self) -> Result<()> {
+        let w = &self.train.weights;
+        if !w.is_file() {
+            bail!("spec {}: weights file {} not found (`train.weights`)", self.file(), w.display());
+        }
+        Ok(())
+    }
+}
+
+/// The run's lambda folder: `lambda_0`, `lambda_0.8`, `lambda_0.0001` (Rust's `{}` for f64).
+pub fn lambda_dir(lambda: f64) -> String {
+    format!("lambda_{}", positive_zero(lambda))
+}
+
+/// -0.0 -> 0.0, so `lambda_-0` never appears.
+fn positive_zero(x: f64) -> f64 {
+    if x == 0.0 {
+        0.0
+    } else {
+        x
+    }
+}
+
+/// A single path component that stays inside its parent.
+fn is_plain_name(s: &str) -> bool {
+    !s.is_empty() && s != "." && s != ".." && !s.contains(['/', '\\'])
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::backbone::Backbone;
+
+    fn experiments(file: &str) -> PathBuf {
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("experiments").join(file)
+    }
+
+    fn parse_err(text: &str) -> String {
+        format!("{:#}", parse(text, Path::new("exp/test.json")).unwrap_err())
+    }
+
+    const MINIMAL: &str = r#"{"name": "t", "transfers": [{"source": "amazon", "target": "dslr", "lambdas": [0, 0.05]}],
+        "seeds": [1, 2]}"#;
+
+    #[test]
+    fn office31_has_60_runs_with_the_papers_lambdas() {
+        let spec = load(&experiments("office31.json")).unwrap();
+        let runs = spec.runs(Path::new("results"));
+        assert_eq!(runs.len(), 60);
+        let paper = [
+            ("amazon", "dslr", 0.05),
+            ("amazon", "webcam", 0.8),
+            ("dslr", "amazon", 0.001),
+            ("dslr", "webcam", 0.0001),
+            ("webcam", "amazon", 0.0007),
+            ("webcam", "dslr", 0.0001),
+        ];
+        for (s, t, l) in paper {
+            let tr = spec.transfers.iter().find(|x| x.source == s && x.target == t).unwrap();
+            assert_eq!(tr.lambdas, vec![0.0, l], "{s}->{t}");
+        }
+        assert_eq!(spec.seeds, vec![1, 2, 3, 4, 5]);
+        let c = &runs[0].config;
+        assert_eq!(c.backbone, Backbone::Caffenet);
+        assert_eq!((c.iterations, c.batch_size, c.eval_every, c.lr_step, c.lr), (2000, 128, 50, 500, 1e-3));
+        assert_eq!(c.data_root, PathBuf::from("data/office31/domain_adaptation_images"));
+        assert!(runs.iter().all(|r| r.config.validate().is_ok()));
+    }
+
+    #[test]
+    fn office_caltech10_has_24_runs() {
+        let spec = load(&experiments("office-caltech10.json")).unwrap();
+        let runs = spec.runs(Path::new("results"));
+        assert_eq!(runs.len(), 24);
+        assert_eq!(spec.transfers.len(), 12);
+        assert_eq!(spec.train.backbone, Backbone::Squeezenet1_1);
+        assert_eq!(spec.train.data_root, PathBuf::from("../shared/data/office-caltech10"));
+        let dirs: BTreeSet<_> = runs.iter().map(|r| r.dir.clone()).collect();
+        assert_eq!(dirs.len(), 24);
+    }
+
+    #[test]
+    fn run_dirs_and_grid_order() {
+        let spec = parse(MINIMAL, Path::new("t.json")).unwrap();
+        let runs = spec.runs(Path::new("res"));
+        let dirs: Vec<_> = runs.iter().map(|r| r.dir.to_str().unwrap().to_string()).collect();
+        assert_eq!(
+            dirs,
+            [
+                "res/t/amazon_dslr/lambda_0/seed_1",
+                "res/t/amazon_dslr/lambda_0.05/seed_1",
+                "res/t/amazon_dslr/lambda_0/seed_2",
+                "res/t/amazon_dslr/lambda_0.05/seed_2",
+            ]
+        );
+        assert_eq!((runs[1].config.source.as_str(), runs[1].config.target.as_str()), ("amazon", "dslr"));
+        assert_eq!((runs[1].config.lambda, runs[1].config.seed), (0.05, 1));
+        assert_eq!((runs[2].config.lambda, runs[2].config.seed), (0.0, 2));
+        assert_eq!(lambda_dir(0.0001), "lambda_0.0001");
+        assert_eq!(lambda_dir(0.8), "lambda_0.8");
+        assert_eq!(lambda_dir(-0.0), "lambda_0");
+        assert_eq!(lambda_dir(1.0), "lambda_1");
+    }
+
+    #[test]
+    fn unknown_keys_are_named_with_their_place() {
+        let e = parse_err(&MINIMAL.replace(r#""seeds""#, r#""train": {"lamda": 1}, "seeds""#));
+        assert!(e.contains("exp/test.json") && e.contains("`train.lamda`"), "{e}");
+        let e = parse_err(&MINIMAL.replace(r#""seeds""#, r#""seed": 3, "seeds""#));
+        assert!(e.contains("exp/test.json") && e.contains("`seed`"), "{e}");
+        let e = parse_err(&MINIMAL.replace(r#""lambdas""#, r#""lambda": 1, "lambdas""#));
+        assert!(e.contains("`transfers[0].lambda`"), "{e}");
+    }
+
+    #[test]
+    fn wrong_types_are_named_with_their_place() {
+        let e = parse_err(&MINIMAL.replace(r#""seeds""#, r#""train": {"iterations": "many"}, "seeds""#));
+        assert!(e.contains("exp/test.json") && e.contains("`train.iterations`") && e.contains("invalid type"), "{e}");
+        let e = parse_err(&MINIMAL.replace("[0, 0.05]", r#"[0, "0.05"]"#));
+        assert!(e.contains("`transfers[0].lambdas[1]`"), "{e}");
+        let e = parse_err(&MINIMAL.replace("[1, 2]", r#"[1, -2]"#));
+        assert!(e.contains("`seeds[1]`"), "{e}");
+        let e = parse_err(&MINIMAL.replace(r#""seeds""#, r#""train": {"backbone": "vgg"}, "seeds""#));
+        assert!(e.contains("`train.backbone`") && e.contains("vgg"), "{e}");
+        let e = parse_err(r#"{"name": "t", "transfers": [{"source": "amazon", "lambdas": [0]}], "seeds": [1]}"#);
+        assert!(e.contains("transfers[0]") && e.contains("target"), "{e}");
+        let e = parse_err("{\"name\": \"t\",\n \"seeds\": [1,]}");
+        assert!(e.contains("exp/test.json") && e.contains("line 2"), "{e}");
+    }
+
+    #[test]
+    fn a_slurm_block_is_read_and_its_bad_keys_named() {
+        let text = MINIMAL.replace(
+            r#""seeds""#,
+            r#""slurm": {"partition": "gpu", "gpus_per_run": 1, "time": "01:00:00", "sbatch_args": ["--exclusive"]},
+               "seeds""#,
+        );
+        let spec = parse(&text, Path::new("exp/test.json")).unwrap();
+        let slurm = spec.slurm.clone().unwrap();
+        assert_eq!(
+            (slurm.partition.as_deref(), slurm.gpus_per_run, slurm.time.as_deref()),
+            (Some("gpu"), Some(1), Some("01:00:00"))
+        );
+        assert_eq!(slurm.sbatch_args, vec!["--exclusive".to_string()]);
+        assert_eq!(parse(&spec.to_json(), &spec.path).unwrap(), spec);
+        assert!(!parse(MINIMAL, Path::new("t.json")).unwrap().to_json().contains("slurm"));
+        let e = parse_err(&MINIMAL.replace(r#""seeds""#, r#""slurm": {"partiton": "gpu"}, "seeds""#));
+        assert!(e.contains("exp/test.json") && e.contains("`slurm.partiton`") && e.contains("unknown field"), "{e}");
+        let e = parse_err(&MINIMAL.replace(r#""seeds""#, r#""slurm": {"gpus_per_run": "one"}, "seeds""#));
+        assert!(e.contains("`slurm.gpus_per_run`") && e.contains("invalid type"), "{e}");
+        let e = parse_err(&MINIMAL.replace(r#""seeds""#, r#""slurm": ["gpu"], "seeds""#));
+        assert!(e.contains("`slurm`") && e.contains("expected an object"), "{e}");
+    }
+
+    #[test]
+    fn to_json_reads_back_as_the_same_spec() {
+        let spec = load(&experiments("office-caltech10.json")).unwrap();
+        let text = spec.to_json();
+        assert!(text.contains("\"momentum\": 0.9") && !text.contains("\"seed\":"), "{text}");
+        let back = parse(&text, &spec.path).unwrap();
+        assert_eq!(back, spec);
+    }
+
+    #[test]
+    fn per_run_keys_are_refused_in_train() {
+        let e = parse_err(&MINIMAL.replace(r#""seeds""#, r#""train": {"lambda": 1}, "seeds""#));
+        assert!(e.contains("`train.lambda`") && e.contains("transfers[].lambdas"), "{e}");
+    }
+
+    #[test]
+    fn a_bad_lambda_is_rejected_with_its_transfer() {
+        let text = r#"{"name": "t", "seeds": [1], "transfers": [
+            {"source": "amazon", "target": "dslr", "lambdas": [0]},
+            {"source": "webcam", "target": "dslr", "lambdas": [0, -0.5]}]}"#;
+        let e = parse_err(text);
+        assert!(e.contains("exp/test.json") && e.contains("webcam->dslr") && e.contains("-0.5"), "{e}");
+        assert!(e.contains("lambda must be"), "{e}");
+        let e = parse_err(&MINIMAL.replace(r#""seeds""#, r#""train": {"batch_size": 1}, "seeds""#));
+        assert!(e.contains("amazon->dslr") && e.contains("batch size"), "{e}");
+        let e = parse_err(&MINIMAL.replace("\"dslr\"", "\"amazon\""));
+        assert!(e.contains("amazon->amazon") && e.contains("same domain"), "{e}");
+    }
+
+    #[test]
+    fn duplicates_and_empty_lists_are_rejected() {
+        assert!(parse_err(&MINIMAL.replace("[0, 0.05]", "[0.05, 0.05]")).contains("twice"));
+        assert!(parse_err(&MINIMAL.replace("[1, 2]", "[2, 2]")).contains("seed 2"));
+        assert!(parse_err(&MINIMAL.replace("[1, 2]", "[]")).contains("`seeds` is empty"));
+        assert!(parse_err(&MINIMAL.replace("[0, 0.05]", "[]")).contains("no lambdas"));
+        assert!(parse_err(&MINIMAL.replace("\"t\"", "\"../t\"")).contains("plain folder name"));
+        assert!(parse_err(&MINIMAL.replace("\"dslr\"", "\"x/dslr\"")).contains("plain folder name"));
+    }
+
+    #[test]
+    fn missing_domains_are_listed_together() {
+        let root = tempfile::tempdir().unwrap();
+        std::fs::create_dir(root.path().join("amazon")).unwrap();
+        let text = r#"{"name": "t", "seeds": [1], "transfers": [
+            {"source": "amazon", "target": "dslr", "lambdas": [0]},
+            {"source": "webcam", "target": "amazon", "lambdas": [0]},
+            {"source": "dslr", "target": "webcam", "lambdas": [0]}]}"#;
+        let mut spec = parse(text, Path::new("exp/t.json")).unwrap();
+        spec.set_data_root(root.path().to_path_buf());
+        let e = format!("{:#}", spec.check_domains().unwrap_err());
+        let dslr = root.path().join("dslr").display().to_string();
+        let webcam = root.path().join("webcam").display().to_string();
+        assert!(e.contains("exp/t.json") && e.contains("2 of 3") && e.contains(&dslr) && e.contains(&webcam), "{e}");
+        assert!(!e.contains(&root.path().join("amazon").display().to_string()), "{e}");
+        std::fs::create_dir(root.path().join("dslr")).unwrap();
+        std::fs::create_dir(root.path().join("webcam")).unwrap();
+        spec.check_domains().unwrap();
+    }
+
+    #[test]
+    fn office_caltech10_domains_exist_in_shared() {
+        let spec = load(&experiments("office-caltech10.json")).unwrap();
+        let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+        let mut spec = spec;
+        spec.set_data_root(root.join(&spec.train.data_root));
+        if !spec.train.data_root.is_dir() {
+            panic!("{} is missing: ../shared must sit beside the repository", spec.train.data_root.display());
+        }
+        spec.check_domains().unwrap();
+    }
+}

@@ -1,0 +1,372 @@
+//! CSV rows and the run record: `MetricsRow` is the schema of `metrics.csv` (one row per
+//! evaluation, flushed whole), `StepStats` averages what the training steps return between two
+//! rows, and `RunRecord` is `run.json`, rewritten atomically (temp file + rename).
+
+use std::fs::File;
+use std::io::{Seek, Write};
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, Result};
+use serde::{Deserialize, Serialize};
+
+use crate::config::TrainConfig;
+use crate::data::fingerprint::DataFingerprint;
+use crate::data::images::SkippedImage;
+use crate::files::{self, write_atomic};
+
+/// One evaluation: the columns of `metrics.csv`, in order.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct MetricsRow {
+    /// Training iterations completed.
+    pub iteration: usize,
+    /// Passes over the source domain completed (fractional).
+    pub epoch: f64,
+    /// Base learning rate of the last iteration (before multipliers).
+    pub lr: f64,
+    /// Source cross-entropy, mean over the iterations since the previous row.
+    pub class_loss: f64,
+    /// Unweighted CORAL loss 1/(4d²)‖C_S − C_T‖²_F, mean since the previous row.
+    pub coral_loss: f64,
+    /// lambda · coral_loss: the term that enters the objective.
+    pub weighted_coral_loss: f64,
+    /// ‖C_S − C_T‖_F between the source and target batches, mean since the previous row
+    /// (logged for lambda = 0 too).
+    pub coral_distance: f64,
+    /// Accuracy on the source training batches since the previous row (0-1).
+    pub source_acc: f64,
+    /// Accuracy on the whole target domain, centre crop, eval mode (0-1).
+    pub target_acc: f64,
+    /// Mean cross-entropy on the whole target domain (labels used for evaluation only).
+    pub target_loss: f64,
+    /// Seconds since training started.
+    pub elapsed_s: f64,
+}
+
+/// The column names of `metrics.csv`.
+pub const COLUMNS: [&str; 11] = [
+    "iteration",
+    "epoch",
+    "lr",
+    "class_loss",
+    "coral_loss",
+    "weighted_coral_loss",
+    "coral_distance",
+    "source_acc",
+    "target_acc",
+    "target_loss",
+    "elapsed_s",
+];
+
+/// What one training step reports.
+#[derive(Debug, Clone, Copy, Default, Serialize, Deserialize)]
+pub struct StepStats {
+    pub class_loss: f64,
+    pub coral_loss: f64,
+    pub coral_distance: f64,
+    pub correct: usize,
+    pub seen: usize,
+}
+
+/// Sums of `StepStats` since the last row.
+#[derive(Debug, Clone, Copy, Default, Serialize, Deserialize)]
+pub struct StepMeans {
+    sum: StepStats,
+    steps: usize,
+}
+
+impl StepMeans {
+    pub fn add(&mut self, s: StepStats) {
+        self.sum.class_loss += s.class_loss;
+        self.sum.coral_loss += s.coral_loss;
+        self.sum.coral_distance += s.coral_distance;
+        self.sum.correct += s.correct;
+        self.sum.seen += s.seen;
+        self.steps += 1;
+    }
+
+    /// (class_loss, coral_loss, coral_distance, source_acc); NaN before the first step.
+    pub fn means(&self) -> (f64, f64, f64, f64) {
+        let n = self.steps as f64;
+        if self.steps == 0 {
+            return (f64::NAN, f64::NAN, f64::NAN, f64::NAN);
+        }
+        (
+            self.sum.class_loss / n,
+            self.sum.coral_loss / n,
+            self.sum.coral_distance / n,
+            self.sum.correct as f64 / self.sum.seen as f64,
+        )
+    }
+}
+
+/// `metrics.csv`, one whole row at a time: each row is formatted in memory and handed to the
+/// kernel in one `write`; if that write fails part-way (the disk filled up), the file is cut
+/// back to its last whole row, so the file never ends in half a row. Opened without following
+/// a planted link.
+pub struct MetricsLog {
+    file: File,
+    /// Length of the file after its last whole row.
+    len: u64,
+    path: PathBuf,
+}
+
+impl MetricsLog {
+    /// Starts a new file (truncating any earlier one) with the header.
+    pub fn create(path: &Path) -> Result<Self> {
+        let file = files::create_nofollow(path)?;
+        let mut log = Self { file, len: 0, path: path.to_path_buf() };
+        log.write_whole(&csv_line(|w| w.write_record(COLUMNS))?)?;
+        Ok(log)
+    }
+
+    /// Reopens an existing file for appending, keeping its first `keep_rows` rows (a resumed
+    /// run drops rows written after its checkpoint, a cut-off last line included). The kept
+    /// rows are rewritten atomically, so a kill while resuming loses nothing.
+    pub fn resume(path: &Path, keep_rows: usize) -> Result<Self> {
+        files::check_writable_target(path)?;
+        let mut reader = csv::Reader::from_path(path).with_context(|| format!("reading {}", path.display()))?;
+        let rows = reader
+            .deserialize()
+            .take(keep_rows)
+            .collect::<Result<Vec<MetricsRow>, _>>()
+            .with_context(|| format!("parsing {}", path.display()))?;
+        anyhow::ensure!(
+            rows.len() == keep_rows,
+            "{} holds {} rows, but the checkpoint was taken after {keep_rows}",
+            path.display(),
+            rows.len()
+        );
+        let mut kept = csv_line(|w| w.write_record(COLUMNS))?;
+        for row in &rows {
+            kept.extend(csv_line(|w| w.serialize(row))?);
+        }
+        write_atomic(path, &kept)?;
+        let file = files::open_append(path)?;
+        Ok(Self { file, len: kept.len() as u64, path: path.to_path_buf() })
+    }
+
+    pub fn append(&mut self, row: &MetricsRow) -> Result<()> {
+        let line = csv_line(|w| w.serialize(row))?;
+        self.write_whole(&line)
+    }
+
+    /// Writes `bytes` whole or not at all.
+    fn write_whole(&mut self, bytes: &[u8]) -> Result<()> {
+        if let Err(e) = self.file.write_all(bytes) {
+            // Cut a partly written row off again (a full disk accepts part of a write).
+            self.file.set_len(self.len).ok();
+            self.file.seek(std::io::SeekFrom::Start(self.len)).ok();
+            return Err(files::io_context(e, "writing", &self.path));
+        }
+        self.len += bytes.len() as u64;
+        Ok(())
+    }
+}
+
+/// One CSV line (with its newline), as `write` formats it.
+fn csv_line(write: impl FnOnce(&mut csv::Writer<Vec<u8>>) -> csv::Result<()>) -> Result<Vec<u8>> {
+    let mut w = csv::WriterBuilder::new().has_headers(false).from_writer(Vec::new());
+    write(&mut w)?;
+    w.into_inner().map_err(|e| anyhow::anyhow!("formatting a metrics row: {e}"))
+}
+
+/// Reads every row of a `metrics.csv`; an error names the file, the line and the column.
+pub fn read_rows(path: &Path) -> Result<Vec<MetricsRow>> {
+    let mut reader = csv::Reader::from_path(path).with_context(|| format!("reading {}", path.display()))?;
+    let headers = reader.headers().with_context(|| format!("reading the header of {}", path.display()))?.clone();
+    let mut rows = Vec::new();
+    for record in reader.records() {
+        let record = record.with_context(|| format!("reading {}", path.display()))?;
+        let row = record.deserialize::<MetricsRow>(Some(&headers)).map_err(|e| {
+            let line = record.position().map_or(0, |p| p.line());
+            let column = match e.kind() {
+                csv::ErrorKind::Deserialize { err, .. } => {
+                    err.field().and_then(|i| headers.get(i as usize)).unwrap_or("?").to_string()
+                }
+                _ => "?".into(),
+            };
+            anyhow::anyhow!("{}: line {line}, column {column}: {e}", path.display())
+        })?;
+        rows.push(row);
+    }
+    Ok(rows)
+}
+
+/// Where a run stands; `done` is written last, so anything else means "incomplete".
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Status {
+    Running,
+    Done,
+    Diverged,
+    Interrupted,
+    Failed,
+}
+
+/// Library versions recorded with every run.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Versions {
+    #[serde(default)]
+    pub deep_coral: String,
+    #[serde(default)]
+    pub libtorch: String,
+}
+
+impl Default for Versions {
+    fn default() -> Self {
+        Self { deep_coral: env!("CARGO_PKG_VERSION").into(), libtorch: env!("DEEP_CORAL_TORCH_VERSION").into() }
+    }
+}
+
+/// Images per domain, after any skipped files.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(default)]
+pub struct ImageCounts {
+    pub source: usize,
+    pub target: usize,
+}
+
+/// `run.json`: the effective config and how the run went.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct RunRecord {
+    pub config: TrainConfig,
+    pub status: Status,
+    #[serde(default)]
+    pub versions: Versions,
+    /// e.g. "cpu" or "cuda:0".
+    #[serde(default)]
+    pub device: String,
+    /// libtorch intra-op threads actually used.
+    #[serde(default)]
+    pub threads: usize,
+    #[serde(default)]
+    pub classes: Vec<String>,
+    #[serde(default)]
+    pub images: ImageCounts,
+    #[serde(default)]
+    pub skipped_images: Vec<SkippedImage>,
+    #[serde(default)]
+    pub iterations_done: usize,
+    /// Target accuracy at the last evaluation (the paper's number).
+    #[serde(default)]
+    pub final_target_acc: Option<f64>,
+    /// Highest target accuracy over all evaluations (not the paper's protocol).
+    #[serde(default)]
+    pub best_target_acc: Option<f64>,
+    /// Iteration at which a loss turned NaN or infinite.
+    #[serde(default)]
+    pub diverged_at: Option<usize>,
+    #[serde(default)]
+    pub error: Option<String>,
+    /// Seconds in the training loop (evaluations included).
+    #[serde(default)]
+    pub wall_time_s: f64,
+    /// Seconds before the first iteration: scanning, loading weights, decoding images or
+    /// (under `finetune` fc/last) building or reading the feature cache.
+    #[serde(default)]
+    pub setup_time_s: f64,
+    #[serde(default)]
+    pub started: String,
+    /// The data the run started on; `--resume` refuses other data. Absent in older records.
+    #[serde(default)]
+    pub data: Option<DataFingerprint>,
+}
+
+impl RunRecord {
+    pub fn read(path: &Path) -> Result<Self> {
+        let text = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+        serde_json::from_str(&text).with_context(|| format!("parsing {}", path.display()))
+    }
+
+    pub fn write(&self, path: &Path) -> Result<()> {
+        write_atomic(path, serde_json::to_string_pretty(self)?.as_bytes())
+    }
+
+    /// `write`, and when that fails (a full disk has no room for the temporary copy), an
+    /// overwrite in place, which reuses the old file's space: the last record of a failed run
+    /// should still say so.
+    pub fn write_last(&self, path: &Path) -> Result<()> {
+        let text = serde_json::to_string_pretty(self)?;
+        write_atomic(path, text.as_bytes()).or_else(|first| {
+            let mut f = files::create_nofollow(path).map_err(|_| first)?;
+            f.write_all(text.as_bytes()).map_err(|e| files::io_context(e, "writing", path))
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn row(i: usize) -> MetricsRow {
+        MetricsRow {
+            iteration: i,
+            epoch: 0.5,
+            lr: 1e-3,
+            class_loss: f64::NAN,
+            coral_loss: 0.25,
+            weighted_coral_loss: 0.2,
+            coral_distance: 2.0,
+            source_acc: 0.5,
+            target_acc: 0.75,
+            target_loss: 1.0,
+            elapsed_s: 3.5,
+        }
+    }
+
+    #[test]
+    fn header_is_the_schema_and_rows_round_trip() {
+        let tmp = tempfile::tempdir().unwrap();
+        let path = tmp.path().join("metrics.csv");
+        let mut log = MetricsLog::create(&path).unwrap();
+        log.append(&row(0)).unwrap();
+        log.append(&row(50)).unwrap();
+        let text = std::fs::read_to_string(&path).unwrap();
+        assert_eq!(text.lines().next().unwrap(), COLUMNS.join(","));
+        assert_eq!(text.lines().nth(1).unwrap(), "0,0.5,0.001,NaN,0.25,0.2,2.0,0.5,0.75,1.0,3.5");
+        let rows = read_rows(&path).unwrap();
+        assert_eq!(rows.len(), 2);
+        assert!(rows[0].class_loss.is_nan());
+        assert_eq!(rows[1].iteration, 50);
+        drop(log);
+        let mut log = MetricsLog::resume(&path, 1).unwrap();
+        log.append(&row(100)).unwrap();
+        let its: Vec<_> = read_rows(&path).unwrap().iter().map(|r| r.iteration).collect();
+        assert_eq!(its, [0, 100]);
+        drop(log);
+        // A process killed mid-write leaves a cut-off last line; rows past the checkpoint go.
+        std::fs::OpenOptions::new().append(true).open(&path).unwrap().write_all(b"150,0.5,0.0").unwrap();
+        let mut log = MetricsLog::resume(&path, 2).unwrap();
+        log.append(&row(150)).unwrap();
+        let its: Vec<_> = read_rows(&path).unwrap().iter().map(|r| r.iteration).collect();
+        assert_eq!(its, [0, 100, 150]);
+        let err = MetricsLog::resume(&path, 4).err().expect("too few rows").to_string();
+        assert!(err.contains("after 4"), "{err}");
+        assert_eq!(std::fs::read_dir(tmp.path()).unwrap().count(), 1, "no temporary file left");
+    }
+
+    #[test]
+    fn step_means() {
+        let mut m = StepMeans::default();
+        assert!(m.means().0.is_nan());
+        m.add(StepStats { class_loss: 1.0, coral_loss: 0.1, coral_distance: 2.0, correct: 3, seen: 4 });
+        m.add(StepStats { class_loss: 3.0, coral_loss: 0.3, coral_distance: 4.0, correct: 1, seen: 4 });
+        let (c, l, d, a) = m.means();
+        assert_eq!((c, d, a), (2.0, 3.0, 0.5));
+        assert!((l - 0.2).abs() < 1e-12);
+    }
+
+    #[test]
+    fn f64_survive_json_exactly() {
+        // Checkpoints keep the running sums of StepMeans in JSON; a resumed run needs every bit.
+        let mut x = 0x2545_F491_4F6C_DD1Du64;
+        for _ in 0..10_000 {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            let v = (x >> 11) as f64 / (1u64 << 53) as f64 * 10.0;
+            let back: f64 = serde_json::from_str(&serde_json::to_string(&v).unwrap()).unwrap();
+            assert_eq!(back.to_bits(), v.to_bits(), "{v:?}");
+        }
+    }
+}
