@@ -173,28 +173,45 @@ fn report_without_a_paper_table_has_no_paper_rows() {
 }
 
 #[test]
-fn a_corrupt_run_json_is_an_error_naming_the_file() {
+fn a_corrupt_run_json_is_listed_and_the_rest_reported() {
     let tmp = tempfile::tempdir().unwrap();
     let exp = tmp.path().join("fixture");
     write_fixture(&exp);
     let bad = exp.join("webcam_dslr/lambda_0/seed_2/run.json");
     std::fs::write(&bad, "{\"config\": {\"source\": \"webcam\",").unwrap();
-    let err = report::report(&exp, None).unwrap_err();
-    assert!(format!("{err}").contains(&bad.display().to_string()), "{err:#}");
-    let err = deep_coral::experiment::plot::plot(&exp, None).unwrap_err();
-    assert!(format!("{err}").contains(&bad.display().to_string()), "{err:#}");
+    let rep = report::report(&exp, None).unwrap();
+    assert!(rep.markdown.contains("`webcam_dslr/lambda_0/seed_2`: run.json is damaged"), "{}", rep.markdown);
+    assert!(rep.markdown.contains("| A->W"), "the other runs are still reported");
+    deep_coral::experiment::plot::plot(&exp, None).unwrap();
 }
 
 #[test]
-fn a_corrupt_metrics_csv_is_an_error_naming_the_file() {
+fn a_corrupt_metrics_csv_is_listed_naming_the_file() {
     let tmp = tempfile::tempdir().unwrap();
     let exp = tmp.path().join("fixture");
     write_fixture(&exp);
     let bad = exp.join("amazon_webcam/lambda_0/seed_1/metrics.csv");
     std::fs::write(&bad, format!("{HEADER}\n0,0,0.001,NaN,NaN,NaN,1e-3,0.1,zero,1,0\n")).unwrap();
-    let err = report::report(&exp, None).unwrap_err();
-    let msg = format!("{err:#}");
-    assert!(msg.contains(&bad.display().to_string()) && msg.contains("target_acc"), "{msg}");
+    let rep = report::report(&exp, None).unwrap();
+    let line = rep.markdown.lines().find(|l| l.contains("`amazon_webcam/lambda_0/seed_1`")).unwrap_or_default();
+    assert!(
+        line.contains("not counted") && line.contains(&bad.display().to_string()) && line.contains("target_acc"),
+        "{}",
+        rep.markdown
+    );
+    // A truncated file (a torn last row) is listed the same way.
+    std::fs::write(&bad, format!("{HEADER}\n0,0,0.001,NaN,NaN,NaN,1e-3,0.1,0.5,1,0\n50,0.5,0.0")).unwrap();
+    let rep = report::report(&exp, None).unwrap();
+    assert!(rep.markdown.contains("`amazon_webcam/lambda_0/seed_1`: done, but not counted"), "{}", rep.markdown);
+    deep_coral::experiment::plot::plot(&exp, None).unwrap();
+}
+
+#[test]
+fn report_on_a_folder_without_runs_is_an_error() {
+    let tmp = tempfile::tempdir().unwrap();
+    let err = report::report(tmp.path(), None).unwrap_err().to_string();
+    assert!(err.contains("no run found"), "{err}");
+    assert!(!tmp.path().join("table.md").exists());
 }
 
 #[test]

@@ -136,11 +136,16 @@ fn read_run_file(json_path: &Path) -> Result<RunFile> {
     if !json_path.exists() {
         return Ok(RunFile::NotRead("no run.json".into()));
     }
-    let text = std::fs::read_to_string(json_path).with_context(|| format!("reading {}", json_path.display()))?;
+    let text = match std::fs::read_to_string(json_path) {
+        Ok(text) => text,
+        Err(e) => return Ok(RunFile::NotRead(format!("run.json unreadable ({e})"))),
+    };
     // JSON first, the record second: serde_json classes some type errors of a record read
     // straight from text (an enum given a number) with the syntax errors.
-    let value: serde_json::Value =
-        serde_json::from_str(&text).with_context(|| format!("{} is not valid JSON", json_path.display()))?;
+    let value: serde_json::Value = match serde_json::from_str(&text) {
+        Ok(value) => value,
+        Err(e) => return Ok(RunFile::NotRead(format!("run.json is damaged, not valid JSON ({e})"))),
+    };
     Ok(match serde_json::from_value::<RunRecord>(value) {
         Ok(record) => RunFile::Read(Box::new(record)),
         Err(e) => RunFile::NotRead(format!("run.json not read ({e})")),
@@ -191,8 +196,9 @@ fn incomplete_of(run: &FoundRun, rel_dir: PathBuf) -> IncompleteRun {
 }
 
 /// Finds every run folder `<transfer>/lambda_<x>/seed_<n>` under `experiment_dir` and reads its
-/// `run.json`. A `run.json` that cannot be read or is not JSON is an error naming the file;
-/// one that is JSON but not a run record is listed as not counted (see [`IncompleteRun`]).
+/// `run.json`. A run whose `run.json` cannot be read, is not JSON or is not a run record, or
+/// whose `metrics.csv` cannot be read, is listed as not counted with the reason (see
+/// [`IncompleteRun`]); the rest are reported. A folder with no run at all is an error.
 pub fn load_experiment(experiment_dir: &Path) -> Result<Experiment> {
     if !experiment_dir.is_dir() {
         bail!("{} is not a folder (expected an experiment's results folder)", experiment_dir.display());
@@ -210,10 +216,15 @@ pub fn load_experiment(experiment_dir: &Path) -> Result<Experiment> {
                 match read_run_file(&run_dir.join("run.json"))? {
                     RunFile::Read(record) => {
                         let run = FoundRun { dir: run_dir.clone(), record: *record };
-                        if run.record.status == Status::Done {
-                            done.push(run);
-                        } else {
+                        if run.record.status != Status::Done {
                             incomplete.push(incomplete_of(&run, rel_dir));
+                        } else if let Err(e) = run_accuracies(&run) {
+                            // Done, but its rows cannot be read: listed, the rest reported.
+                            let mut listed = incomplete_of(&run, rel_dir);
+                            listed.status = format!("done, but not counted: {e:#}");
+                            incomplete.push(listed);
+                        } else {
+                            done.push(run);
                         }
                     }
                     RunFile::NotRead(status) => unread.push(UnreadRun {
@@ -226,6 +237,12 @@ pub fn load_experiment(experiment_dir: &Path) -> Result<Experiment> {
                 }
             }
         }
+    }
+    if done.is_empty() && incomplete.is_empty() && unread.is_empty() {
+        bail!(
+            "no run found under {} (expected run folders <source>_<target>/lambda_<x>/seed_<n>/ with a run.json)",
+            experiment_dir.display()
+        );
     }
     let mut known: BTreeMap<String, Transfer> = BTreeMap::new();
     for r in &done {
@@ -332,6 +349,8 @@ mod tests {
             "amazon_webcam/lambda_0.8/seed_1",
             r#"{"config": {"source": "amazon", "target": "webcam", "lambda": 0.8, "seed": 1}, "status": "done"}"#,
         );
+        let rows = format!("{}\n0,0,0.001,NaN,NaN,NaN,1e-3,0.1,0.5,1,0\n", crate::train::metrics::COLUMNS.join(","));
+        std::fs::write(exp.join("amazon_webcam/lambda_0.8/seed_1/metrics.csv"), rows).unwrap();
         // Partial and running: listed with the iterations of its config.
         write_run_json(
             exp,
@@ -383,12 +402,14 @@ mod tests {
     }
 
     #[test]
-    fn run_json_that_is_not_json_is_an_error_naming_it() {
+    fn damaged_runs_are_listed_and_an_empty_folder_is_an_error() {
         let tmp = tempfile::tempdir().unwrap();
+        let err = load_experiment(tmp.path()).unwrap_err().to_string();
+        assert!(err.contains("no run found"), "{err}");
         let rel = "amazon_webcam/lambda_0/seed_1";
         write_run_json(tmp.path(), rel, r#"{"config": {"source": "amazon","#);
-        let err = load_experiment(tmp.path()).unwrap_err();
-        let path = tmp.path().join(rel).join("run.json");
-        assert!(format!("{err}").contains(&path.display().to_string()), "{err:#}");
+        let found = load_experiment(tmp.path()).unwrap();
+        assert!(found.done.is_empty());
+        assert!(found.incomplete[0].status.contains("damaged, not valid JSON"), "{:?}", found.incomplete);
     }
 }
