@@ -120,6 +120,10 @@ impl Default for TrainConfig {
     }
 }
 
+/// The largest lambda a run accepts: the paper's per-shift values span 1e-4 to 0.8, and the
+/// rule's pilots here reached about 30; six orders of magnitude above is a typo, not a weight.
+pub const MAX_LAMBDA: f64 = 1e6;
+
 impl TrainConfig {
     /// The same config with its paths (data root, weights, feature cache) made absolute against
     /// the current directory, as `run.json` records them.
@@ -142,6 +146,13 @@ impl TrainConfig {
     pub fn validate(&self) -> Result<()> {
         if !self.lambda.is_finite() || self.lambda < 0.0 {
             bail!("lambda must be a finite number >= 0, got {}", self.lambda);
+        }
+        if self.lambda > MAX_LAMBDA {
+            bail!(
+                "lambda {} is beyond any sane CORAL weight (at most {MAX_LAMBDA:e}; the paper's are 1e-4 to 0.8): the CORAL \
+                 term would drown the classification loss",
+                self.lambda
+            );
         }
         if self.batch_size < 2 {
             bail!("batch size must be at least 2 (the covariance needs two rows), got {}", self.batch_size);
@@ -210,6 +221,7 @@ mod tests {
         };
         assert!(bad(|c| c.lambda = -1.0).contains("lambda"));
         assert!(bad(|c| c.lambda = f64::NAN).contains("lambda"));
+        assert!(bad(|c| c.lambda = 1e9).contains("sane CORAL weight"));
         assert!(bad(|c| c.batch_size = 1).contains("batch size"));
         assert!(bad(|c| c.iterations = 0).contains("iterations"));
         assert!(bad(|c| c.eval_every = 0).contains("eval"));

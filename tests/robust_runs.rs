@@ -223,3 +223,31 @@ fn a_full_disk_leaves_whole_rows_a_failed_record_and_no_temporary_file() {
     assert_eq!(record(&out).status, Status::Failed);
     assert_no_tmp(&disk.0);
 }
+
+#[test]
+fn a_dry_run_checks_what_the_real_run_checks() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tiny_data(tmp.path());
+    let results = tmp.path().join("results");
+    let spec_with = |weights: &Path, lambda: f64| {
+        let spec = serde_json::json!({
+            "name": "dry", "train": { "backbone": "squeezenet1_1", "data_root": data, "weights": weights },
+            "transfers": [ { "source": "src", "target": "tgt", "lambdas": [0, lambda] } ], "seeds": [1]
+        });
+        let path = tmp.path().join("dry.json");
+        std::fs::write(&path, spec.to_string()).unwrap();
+        path
+    };
+    let dry = |spec: &Path| {
+        let mut cmd = common::bin();
+        cmd.arg("sweep").arg(spec).arg("--out").arg(&results).arg("--dry-run");
+        cmd
+    };
+    let missing = tmp.path().join("no-such.safetensors");
+    let err = refused(&mut dry(&spec_with(&missing, 0.5)));
+    assert!(err.contains("no-such.safetensors") && err.contains("real sweep would stop"), "{err}");
+    let err = refused(&mut dry(&spec_with(&common::squeezenet_weights(), 1e9)));
+    assert!(err.contains("sane CORAL weight"), "{err}");
+    assert!(!results.exists(), "a dry run writes nothing");
+    common::run_ok(&mut dry(&spec_with(&common::squeezenet_weights(), 0.5)));
+}

@@ -221,8 +221,9 @@ fn missing_data_stops_the_sweep_before_any_run_but_not_a_dry_run() {
     assert!(err.contains("2 of 3 domain folders missing") && err.contains("webcam") && err.contains("dslr"), "{err}");
     assert!(!fx.results.exists(), "nothing written");
 
-    let s = fx.sweep(&DryRun).unwrap();
-    assert_eq!((s.total, s.new, s.launched), (8, 8, 0));
+    // The dry run lists the runs, then fails as the real sweep would.
+    let err = format!("{:#}", fx.sweep(&DryRun).unwrap_err());
+    assert!(err.contains("real sweep would stop") && err.contains("2 of 3 domain folders missing"), "{err}");
     assert!(!fx.results.exists(), "a dry run writes nothing");
 }
 
@@ -302,15 +303,17 @@ fn a_dry_run_of_office31_lists_60_runs_without_data() {
     let results = tempfile::tempdir().unwrap();
     let spec = Path::new(env!("CARGO_MANIFEST_DIR")).join("experiments/office31.json");
     let lister = Lister::default();
-    let s = sweep::sweep(&spec, results.path(), &lister, Path::new("deep-coral")).unwrap();
-    assert_eq!((s.total, s.new, s.launched), (60, 60, 0));
+    // Without the data and weights here, the dry run lists the grid and then says the real
+    // sweep would stop.
+    let err = format!("{:#}", sweep::sweep(&spec, results.path(), &lister, Path::new("deep-coral")).unwrap_err());
+    assert!(err.contains("real sweep would stop") && err.contains("data/office31"), "{err}");
     let jobs = lister.0.jobs.into_inner().unwrap();
     assert_eq!(jobs.len(), 60);
     assert_eq!(jobs[0].dir, results.path().join("office31/amazon_dslr/lambda_0/seed_1"));
     assert_eq!(jobs[59].dir, results.path().join("office31/webcam_dslr/lambda_0.0001/seed_5"));
     assert_eq!(std::fs::read_dir(results.path()).unwrap().count(), 0, "a dry run writes nothing");
-    // The real DryRun prints the same 60 lines (state, dir, command).
-    sweep::sweep(&spec, results.path(), &DryRun, Path::new("deep-coral")).unwrap();
+    // The real DryRun prints the same 60 lines (state, dir, command), then the same error.
+    sweep::sweep(&spec, results.path(), &DryRun, Path::new("deep-coral")).unwrap_err();
 }
 
 #[test]

@@ -119,6 +119,8 @@ pub fn sweep_spec(spec: &Spec, results_root: &Path, launcher: &dyn Launcher, exe
         }
     }
 
+    // A dry run lists every run, and then fails as the real run would if its checks fail.
+    let dry_check = if executes { Ok(()) } else { spec.check_domains().and_then(|()| spec.check_weights()) };
     let jobs: Vec<Job> =
         runs.iter().zip(&states).filter(|(_, s)| pending(s)).map(|(run, &s)| Job::new(run, s, exe)).collect();
     let launched = if executes { jobs.len() } else { 0 };
@@ -132,6 +134,7 @@ pub fn sweep_spec(spec: &Spec, results_root: &Path, launcher: &dyn Launcher, exe
         (launcher.launch(jobs, &progress)?, None)
     };
     progress.finish_and_clear();
+    dry_check.context("the runs above are listed, but the real sweep would stop before any of them")?;
 
     let of = |kind: fn(&Unfinished) -> bool| failures.iter().filter(|f| kind(&f.kind)).collect::<Vec<&Failure>>();
     let failed = of(|k| *k == Unfinished::Failed);
