@@ -117,6 +117,8 @@ pub fn run_fails(cmd: &mut Command, code: i32) -> String {
     let out = cmd.output().expect("spawn");
     let err = stderr(&out);
     assert_eq!(out.status.code(), Some(code), "{cmd:?}: expected exit {code}, stderr:\n{err}");
+    // No user input may end in a panic (exit 101): every refusal is an error message.
+    assert!(!err.contains("panicked"), "{cmd:?} panicked:\n{err}");
     err
 }
 
