@@ -93,7 +93,7 @@ pub struct TrainConfig {
 impl Default for TrainConfig {
     fn default() -> Self {
         Self {
-            data_root: PathBuf::from("data/office31"),
+            data_root: PathBuf::from("data/office31/domain_adaptation_images"),
             source: "amazon".into(),
             target: "webcam".into(),
             backbone: Backbone::Caffenet,
@@ -118,6 +118,21 @@ impl Default for TrainConfig {
             resize: ResizeFilter::OpencvLinear,
         }
     }
+}
+
+/// The authors' lambda per Office-31 shift (PAPER.md, read from their released logs).
+pub const PAPER_LAMBDAS: [(&str, &str, f64); 6] = [
+    ("amazon", "dslr", 0.05),
+    ("amazon", "webcam", 0.8),
+    ("dslr", "amazon", 0.001),
+    ("dslr", "webcam", 0.0001),
+    ("webcam", "amazon", 0.0007),
+    ("webcam", "dslr", 0.0001),
+];
+
+/// The paper's lambda for `source -> target`, if the paper has that transfer.
+pub fn paper_lambda(source: &str, target: &str) -> Option<f64> {
+    PAPER_LAMBDAS.iter().find(|(s, t, _)| *s == source && *t == target).map(|&(_, _, l)| l)
 }
 
 /// The largest lambda a run accepts: the paper's per-shift values span 1e-4 to 0.8, and the
@@ -200,6 +215,11 @@ mod tests {
         let c = TrainConfig::default();
         assert_eq!((c.iterations, c.batch_size, c.eval_every, c.lr_step), (2000, 128, 50, 500));
         assert_eq!((c.lr, c.momentum, c.weight_decay, c.lr_gamma), (1e-3, 0.9, 5e-4, 0.1));
+        // Where `make data` unpacks Office-31 (scripts/fetch_office31.sh).
+        assert_eq!(c.data_root, PathBuf::from("data/office31/domain_adaptation_images"));
+        assert_eq!(paper_lambda(&c.source, &c.target), Some(c.lambda));
+        assert_eq!(paper_lambda("dslr", "webcam"), Some(0.0001));
+        assert_eq!(paper_lambda("amazon", "caltech10"), None);
         c.validate().unwrap();
     }
 

@@ -242,7 +242,27 @@ impl TrainArgs {
         } else {
             TrainConfig::default()
         };
-        self.flags.apply(&base)
+        let cfg = self.flags.apply(&base)?;
+        // A bare `train` (no --config, no --lambda) takes the paper's lambda for a transfer the
+        // paper has, and saying so; on any other transfer it needs --lambda.
+        if !self.resume && self.config.is_none() && self.flags.lambda.is_none() {
+            match deep_coral::config::paper_lambda(&cfg.source, &cfg.target) {
+                Some(lambda) => {
+                    eprintln!(
+                        "lambda {lambda}: the paper's for {} -> {} (--lambda to choose another)",
+                        cfg.source, cfg.target
+                    );
+                    return Ok(TrainConfig { lambda, ..cfg });
+                }
+                None => anyhow::bail!(
+                    "--lambda is required for {} -> {}: the paper gives lambda only for its six Office-31 transfers \
+                     (deep-coral calibrate finds one by the paper's rule)",
+                    cfg.source,
+                    cfg.target
+                ),
+            }
+        }
+        Ok(cfg)
     }
 }
 

@@ -251,3 +251,28 @@ fn a_dry_run_checks_what_the_real_run_checks() {
     assert!(!results.exists(), "a dry run writes nothing");
     common::run_ok(&mut dry(&spec_with(&common::squeezenet_weights(), 0.5)));
 }
+
+#[test]
+fn a_bare_train_takes_the_papers_lambda_or_asks_for_one() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("data");
+    for d in ["amazon", "webcam", "caltech10"] {
+        common::write_domain(&data, d, &["a", "b"], 2);
+    }
+    let bare = |source: &str, target: &str, out: &Path| {
+        let mut cmd = common::bin();
+        cmd.arg("train").arg("--data-root").arg(&data).args(["--source", source, "--target", target]);
+        cmd.args(["--backbone", "squeezenet1_1", "--iterations", "2", "--batch-size", "2", "--eval-every", "2"]);
+        cmd.args(["--device", "cpu", "--threads", "1"]).arg("--weights").arg(common::squeezenet_weights());
+        cmd.arg("--out").arg(out);
+        cmd
+    };
+    let out = tmp.path().join("aw");
+    let res = common::run_ok(&mut bare("amazon", "webcam", &out));
+    assert!(common::stderr(&res).contains("lambda 0.8: the paper's for amazon -> webcam"));
+    assert_eq!(record(&out).config.lambda, 0.8);
+    let out = tmp.path().join("ac");
+    let err = refused(&mut bare("amazon", "caltech10", &out));
+    assert!(err.contains("--lambda is required for amazon -> caltech10"), "{err}");
+    assert!(!out.exists());
+}

@@ -327,3 +327,42 @@ fn a_dry_run_lists_done_runs_too() {
     assert_eq!(jobs.len(), 8);
     assert!(jobs.iter().all(|j| j.state == RunState::Done));
 }
+
+/// Keeps the jobs it is given, and shares `threads` per run out like `Local`.
+struct Sharing {
+    threads: usize,
+    jobs: Mutex<Vec<Job>>,
+}
+
+impl Launcher for Sharing {
+    fn launch(&self, jobs: Vec<Job>, progress: &ProgressBar) -> anyhow::Result<Vec<Failure>> {
+        progress.inc(jobs.len() as u64);
+        self.jobs.lock().unwrap().extend(jobs);
+        Ok(Vec::new())
+    }
+
+    fn threads_per_run(&self) -> Option<usize> {
+        Some(self.threads)
+    }
+}
+
+#[test]
+fn a_grid_keeps_one_thread_count_across_sweeps_with_other_jobs() {
+    let fx = Fixture::new();
+    let text = std::fs::read_to_string(&fx.spec).unwrap();
+    let mut spec: serde_json::Value = serde_json::from_str(&text).unwrap();
+    spec["train"].as_object_mut().unwrap().remove("threads");
+    std::fs::write(&fx.spec, spec.to_string()).unwrap();
+    let first = Sharing { threads: 2, jobs: Mutex::new(Vec::new()) };
+    fx.sweep(&first).unwrap();
+    assert!(first.jobs.into_inner().unwrap().iter().all(|j| j.config.threads == 2));
+    // Run again as with `--jobs 2` on this machine (1 thread each): the grid keeps 2.
+    let second = Sharing { threads: 1, jobs: Mutex::new(Vec::new()) };
+    fx.sweep(&second).unwrap();
+    let jobs = second.jobs.into_inner().unwrap();
+    assert!(
+        !jobs.is_empty() && jobs.iter().all(|j| j.config.threads == 2),
+        "{:?}",
+        jobs.iter().map(|j| j.config.threads).collect::<Vec<_>>()
+    );
+}

@@ -377,7 +377,7 @@ fn draw_figure<DB: DrawingBackend>(root: DrawingArea<DB, Shift>, fig: &TransferF
         let lo = 10f64.powf(lo.log10().floor());
         let hi = 10f64.powf(hi.log10().ceil()).max(lo * 10.0);
         let mut chart = ChartBuilder::on(&panels[2])
-            .caption("(c) CORAL distance (fc8), λ = 0 vs λ > 0", font(20))
+            .caption("(c) CORAL distance ‖C_S − C_T‖_F (fc8), λ = 0 vs λ > 0", font(20))
             .margin(12)
             .x_label_area_size(42)
             .y_label_area_size(70)

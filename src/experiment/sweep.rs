@@ -85,7 +85,11 @@ pub fn sweep(spec_path: &Path, results_root: &Path, launcher: &dyn Launcher, exe
 pub fn sweep_spec(spec: &Spec, results_root: &Path, launcher: &dyn Launcher, exe: &Path) -> Result<SweepSummary> {
     let mut runs = spec.runs(results_root);
     if spec.train.threads == 0 {
-        if let Some(threads) = launcher.threads_per_run() {
+        // One thread count for the whole grid, so the runs of a lambda pair differ only by the
+        // CORAL term: the count the grid's first runs were given, also when this sweep runs
+        // with another --jobs; else this launcher's share of the cores.
+        let pinned = runs.iter().find_map(|r| recorded_threads(&r.dir));
+        if let Some(threads) = pinned.or_else(|| launcher.threads_per_run()) {
             runs.iter_mut().for_each(|r| r.config.threads = threads);
         }
     }
@@ -319,6 +323,13 @@ fn check_unchanged(spec: &Spec, runs: &[RunSpec], states: &[RunState]) -> Result
         spec.name,
         changed.join("\n")
     )
+}
+
+/// The thread count in `<dir>/config.json`, if a sweep already wrote one there.
+fn recorded_threads(dir: &Path) -> Option<usize> {
+    let text = std::fs::read_to_string(dir.join("config.json")).ok()?;
+    let config: TrainConfig = serde_json::from_str(&text).ok()?;
+    (config.threads > 0).then_some(config.threads)
 }
 
 /// Overall progress: runs ended out of the grid, elapsed time, ETA (from the runs of this sweep).
