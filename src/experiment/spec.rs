@@ -438,15 +438,7 @@ mod tests {
         let spec = load(&experiments("office31.json")).unwrap();
         let runs = spec.runs(Path::new("results"));
         assert_eq!(runs.len(), 60);
-        let paper = [
-            ("amazon", "dslr", 0.05),
-            ("amazon", "webcam", 0.8),
-            ("dslr", "amazon", 0.001),
-            ("dslr", "webcam", 0.0001),
-            ("webcam", "amazon", 0.0007),
-            ("webcam", "dslr", 0.0001),
-        ];
-        for (s, t, l) in paper {
+        for (s, t, l) in crate::config::PAPER_LAMBDAS {
             let tr = spec.transfers.iter().find(|x| x.source == s && x.target == t).unwrap();
             assert_eq!(tr.lambdas, vec![0.0, l], "{s}->{t}");
         }

@@ -333,7 +333,7 @@ fn recorded_threads(dir: &Path) -> Option<usize> {
 }
 
 /// Overall progress: runs ended out of the grid, elapsed time, ETA (from the runs of this sweep).
-fn progress_bar(total: usize, done_before: usize, visible: bool) -> ProgressBar {
+pub(crate) fn progress_bar(total: usize, done_before: usize, visible: bool) -> ProgressBar {
     if !visible {
         return ProgressBar::hidden();
     }

@@ -39,7 +39,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
-use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
+use indicatif::ProgressBar;
 use serde::{Deserialize, Serialize};
 
 use crate::config::TrainConfig;
@@ -1196,15 +1196,7 @@ pub fn wait(spec: &Spec, results_root: &Path) -> Result<()> {
             _ => {}
         }
     }
-    let bar = ProgressBar::with_draw_target(Some(runs.len() as u64), ProgressDrawTarget::stderr());
-    bar.set_style(
-        ProgressStyle::with_template("{elapsed_precise} [{bar:30}] {pos}/{len} runs, ETA {eta}")
-            .expect("valid template")
-            .progress_chars("=> "),
-    );
-    bar.set_position(done as u64);
-    bar.reset_eta();
-    bar.enable_steady_tick(Duration::from_secs(1));
+    let bar = crate::experiment::sweep::progress_bar(runs.len(), done, true);
     let stop = Stop::never();
     let ids: Vec<_> = [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM]
         .into_iter()
