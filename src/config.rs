@@ -31,6 +31,27 @@ pub enum ResizeFilter {
     Triangle,
 }
 
+/// The arithmetic of the backbone's forward and backward passes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum Precision {
+    /// float32 everywhere: the paper's (Caffe's) arithmetic.
+    #[default]
+    Fp32,
+    /// Convolutions and matrix products of the backbone in bfloat16 (8 bits of mantissa);
+    /// weights, optimiser, losses and CORAL in float32.
+    Bf16,
+}
+
+impl Precision {
+    pub fn name(self) -> &'static str {
+        match self {
+            Precision::Fp32 => "fp32",
+            Precision::Bf16 => "bf16",
+        }
+    }
+}
+
 /// Everything one source->target training run depends on. Written into `run.json` before
 /// the first step; an experiment spec or `train --config` sets any field by name.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -88,6 +109,16 @@ pub struct TrainConfig {
     /// Resize to 256x256: `opencv-linear` (Caffe's, the default) or `triangle` (the filter of
     /// runs made before this field existed: their records say so).
     pub resize: ResizeFilter,
+    /// Arithmetic of the backbone: `fp32` (the paper's) or `bf16` (convolutions and matrix
+    /// products in bfloat16 under autocast; weights, optimiser, losses and CORAL in float32).
+    pub precision: Precision,
+    /// Evaluate as Caffe's TEST phase with `mirror: true` does: the centre crop, mirrored by a
+    /// fair coin per image (seeded by the run's seed and the iteration). Off: the centre crop
+    /// alone, the same input at every evaluation.
+    pub eval_mirror: bool,
+    /// Also write `steps.csv`: every iteration's class loss, CORAL loss and distance (the
+    /// values `metrics.csv` averages), for comparisons step by step.
+    pub log_steps: bool,
 }
 
 impl Default for TrainConfig {
@@ -116,6 +147,9 @@ impl Default for TrainConfig {
             finetune: Finetune::All,
             feature_cache: PathBuf::from("cache/features"),
             resize: ResizeFilter::OpencvLinear,
+            precision: Precision::Fp32,
+            eval_mirror: false,
+            log_steps: false,
         }
     }
 }

@@ -8,7 +8,7 @@ use std::path::PathBuf;
 use anyhow::{ensure, Context, Result};
 use serde::Serialize;
 
-use crate::config::{DeviceChoice, ResizeFilter, TrainConfig};
+use crate::config::{DeviceChoice, Precision, ResizeFilter, TrainConfig};
 use crate::model::backbone::{Backbone, Finetune};
 
 /// The flags of `train` that set config fields; a flag not given keeps the value it had.
@@ -102,6 +102,20 @@ pub struct ConfigFlags {
     #[arg(long, value_enum)]
     #[serde(skip_serializing_if = "Option::is_none")]
     pub resize: Option<ResizeFilter>,
+    /// Arithmetic of the backbone: fp32 (the paper's) or bf16 (convolutions and matrix products
+    /// in bfloat16; weights, optimiser, losses and CORAL in float32).
+    #[arg(long, value_enum)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub precision: Option<Precision>,
+    /// Evaluate like Caffe's TEST phase with mirror: true: the centre crop mirrored by a seeded
+    /// fair coin per image (default: the centre crop alone).
+    #[arg(long)]
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub eval_mirror: bool,
+    /// Also write steps.csv: each iteration's class loss, CORAL loss and distance.
+    #[arg(long)]
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub log_steps: bool,
 }
 
 impl ConfigFlags {
@@ -206,6 +220,9 @@ mod tests {
             finetune: Some(Finetune::Last),
             feature_cache: Some("c".into()),
             resize: Some(ResizeFilter::Triangle),
+            precision: Some(Precision::Bf16),
+            eval_mirror: true,
+            log_steps: true,
         };
         let base = TrainConfig::default();
         let cfg = flags.apply(&base).unwrap();
@@ -217,7 +234,7 @@ mod tests {
             }
         }
         assert_eq!((cfg.momentum, cfg.lr_gamma, cfg.weight_decay), (0.8, 0.5, 0.0));
-        assert_eq!(given.len(), 22, "a flag without a field, or a field counted twice");
+        assert_eq!(given.len(), 25, "a flag without a field, or a field counted twice");
         // A flag not given keeps the base value.
         let cfg = ConfigFlags { lr: Some(0.1), ..Default::default() }.apply(&base).unwrap();
         assert_eq!(cfg, TrainConfig { lr: 0.1, ..base });

@@ -100,20 +100,24 @@ impl Inputs {
         }
     }
 
-    /// Evaluation inputs of `indices`: the centre crop (cached view 0 is the centre crop).
+    /// Evaluation inputs of `indices`: the centre crop, mirrored where `mirrors[k]` says
+    /// (cached view 0 is the centre crop, view 1 its mirror image).
     pub fn eval_batch(
         &self,
         indices: &[usize],
+        mirrors: &[bool],
         input: &InputConvention,
         channels_last: bool,
         device: Device,
     ) -> Tensor {
+        assert_eq!(indices.len(), mirrors.len());
         match self {
             Inputs::Host(_) | Inputs::Device { .. } => {
-                let views = vec![View::centre(input.crop); indices.len()];
+                let views: Vec<View> =
+                    mirrors.iter().map(|&mirror| View { mirror, ..View::centre(input.crop) }).collect();
                 self.images_at(indices, &views, input, channels_last, device)
             }
-            Inputs::Features(f) => f.select(indices, &vec![0; indices.len()], device),
+            Inputs::Features(f) => f.select(indices, &mirrors.iter().map(|&m| m as usize).collect::<Vec<_>>(), device),
         }
     }
 

@@ -1,10 +1,10 @@
 //! CSV rows and the run record: `MetricsRow` is the schema of `metrics.csv` (one row per
-//! evaluation, flushed whole), `StepStats` averages what the training steps return between two
-//! rows, and `RunRecord` is `run.json`, rewritten atomically (temp file + rename).
+//! evaluation), `StepRow` that of `steps.csv` (one row per iteration, under `log_steps`),
+//! `StepStats` averages what the training steps return between two rows, and `RunRecord` is
+//! `run.json`, rewritten atomically (temp file + rename). `csv_log` writes the CSV files.
 
-use std::fs::File;
-use std::io::{Seek, Write};
-use std::path::{Path, PathBuf};
+use std::io::Write;
+use std::path::Path;
 
 use anyhow::{Context, Result};
 use serde::{Deserialize, Serialize};
@@ -13,6 +13,7 @@ use crate::config::TrainConfig;
 use crate::data::fingerprint::DataFingerprint;
 use crate::data::images::SkippedImage;
 use crate::files::{self, write_atomic};
+use crate::train::csv_log::CsvRow;
 
 /// One evaluation: the columns of `metrics.csv`, in order.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -57,6 +58,30 @@ pub const COLUMNS: [&str; 11] = [
     "elapsed_s",
 ];
 
+impl CsvRow for MetricsRow {
+    const COLUMNS: &'static [&'static str] = &COLUMNS;
+}
+
+/// One training iteration, as `steps.csv` holds it (under `log_steps`): the values behind the
+/// means of a `metrics.csv` row, for comparisons step by step (fp32 against bf16, say).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct StepRow {
+    /// The iteration (0-based: the step that takes `iteration` to `iteration + 1`).
+    pub iteration: usize,
+    /// Base learning rate of this step (before multipliers).
+    pub lr: f64,
+    pub class_loss: f64,
+    pub coral_loss: f64,
+    pub coral_distance: f64,
+    /// Source images of the batch classified correctly.
+    pub correct: usize,
+}
+
+impl CsvRow for StepRow {
+    const COLUMNS: &'static [&'static str] =
+        &["iteration", "lr", "class_loss", "coral_loss", "coral_distance", "correct"];
+}
+
 /// What one training step reports.
 #[derive(Debug, Clone, Copy, Default, Serialize, Deserialize)]
 pub struct StepStats {
@@ -97,77 +122,6 @@ impl StepMeans {
             self.sum.correct as f64 / self.sum.seen as f64,
         )
     }
-}
-
-/// `metrics.csv`, one whole row at a time: each row is formatted in memory and handed to the
-/// kernel in one `write`; if that write fails part-way (the disk filled up), the file is cut
-/// back to its last whole row, so the file never ends in half a row. Opened without following
-/// a planted link.
-pub struct MetricsLog {
-    file: File,
-    /// Length of the file after its last whole row.
-    len: u64,
-    path: PathBuf,
-}
-
-impl MetricsLog {
-    /// Starts a new file (truncating any earlier one) with the header.
-    pub fn create(path: &Path) -> Result<Self> {
-        let file = files::create_nofollow(path)?;
-        let mut log = Self { file, len: 0, path: path.to_path_buf() };
-        log.write_whole(&csv_line(|w| w.write_record(COLUMNS))?)?;
-        Ok(log)
-    }
-
-    /// Reopens an existing file for appending, keeping its first `keep_rows` rows (a resumed
-    /// run drops rows written after its checkpoint, a cut-off last line included). The kept
-    /// rows are rewritten atomically, so a kill while resuming loses nothing.
-    pub fn resume(path: &Path, keep_rows: usize) -> Result<Self> {
-        files::check_writable_target(path)?;
-        let mut reader = csv::Reader::from_path(path).with_context(|| format!("reading {}", path.display()))?;
-        let rows = reader
-            .deserialize()
-            .take(keep_rows)
-            .collect::<Result<Vec<MetricsRow>, _>>()
-            .with_context(|| format!("parsing {}", path.display()))?;
-        anyhow::ensure!(
-            rows.len() == keep_rows,
-            "{} holds {} rows, but the checkpoint was taken after {keep_rows}",
-            path.display(),
-            rows.len()
-        );
-        let mut kept = csv_line(|w| w.write_record(COLUMNS))?;
-        for row in &rows {
-            kept.extend(csv_line(|w| w.serialize(row))?);
-        }
-        write_atomic(path, &kept)?;
-        let file = files::open_append(path)?;
-        Ok(Self { file, len: kept.len() as u64, path: path.to_path_buf() })
-    }
-
-    pub fn append(&mut self, row: &MetricsRow) -> Result<()> {
-        let line = csv_line(|w| w.serialize(row))?;
-        self.write_whole(&line)
-    }
-
-    /// Writes `bytes` whole or not at all.
-    fn write_whole(&mut self, bytes: &[u8]) -> Result<()> {
-        if let Err(e) = self.file.write_all(bytes) {
-            // Cut a partly written row off again (a full disk accepts part of a write).
-            self.file.set_len(self.len).ok();
-            self.file.seek(std::io::SeekFrom::Start(self.len)).ok();
-            return Err(files::io_context(e, "writing", &self.path));
-        }
-        self.len += bytes.len() as u64;
-        Ok(())
-    }
-}
-
-/// One CSV line (with its newline), as `write` formats it.
-fn csv_line(write: impl FnOnce(&mut csv::Writer<Vec<u8>>) -> csv::Result<()>) -> Result<Vec<u8>> {
-    let mut w = csv::WriterBuilder::new().has_headers(false).from_writer(Vec::new());
-    write(&mut w)?;
-    w.into_inner().map_err(|e| anyhow::anyhow!("formatting a metrics row: {e}"))
 }
 
 /// Reads every row of a `metrics.csv`; an error names the file, the line and the column.
@@ -297,6 +251,7 @@ impl RunRecord {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::train::csv_log::CsvLog;
 
     fn row(i: usize) -> MetricsRow {
         MetricsRow {
@@ -318,7 +273,7 @@ mod tests {
     fn header_is_the_schema_and_rows_round_trip() {
         let tmp = tempfile::tempdir().unwrap();
         let path = tmp.path().join("metrics.csv");
-        let mut log = MetricsLog::create(&path).unwrap();
+        let mut log = CsvLog::<MetricsRow>::create(&path).unwrap();
         log.append(&row(0)).unwrap();
         log.append(&row(50)).unwrap();
         let text = std::fs::read_to_string(&path).unwrap();
@@ -329,18 +284,18 @@ mod tests {
         assert!(rows[0].class_loss.is_nan());
         assert_eq!(rows[1].iteration, 50);
         drop(log);
-        let mut log = MetricsLog::resume(&path, 1).unwrap();
+        let mut log = CsvLog::<MetricsRow>::resume(&path, 1).unwrap();
         log.append(&row(100)).unwrap();
         let its: Vec<_> = read_rows(&path).unwrap().iter().map(|r| r.iteration).collect();
         assert_eq!(its, [0, 100]);
         drop(log);
         // A process killed mid-write leaves a cut-off last line; rows past the checkpoint go.
         std::fs::OpenOptions::new().append(true).open(&path).unwrap().write_all(b"150,0.5,0.0").unwrap();
-        let mut log = MetricsLog::resume(&path, 2).unwrap();
+        let mut log = CsvLog::<MetricsRow>::resume(&path, 2).unwrap();
         log.append(&row(150)).unwrap();
         let its: Vec<_> = read_rows(&path).unwrap().iter().map(|r| r.iteration).collect();
         assert_eq!(its, [0, 100, 150]);
-        let err = MetricsLog::resume(&path, 4).err().expect("too few rows").to_string();
+        let err = CsvLog::<MetricsRow>::resume(&path, 4).err().expect("too few rows").to_string();
         assert!(err.contains("after 4"), "{err}");
         assert_eq!(std::fs::read_dir(tmp.path()).unwrap().count(), 1, "no temporary file left");
     }

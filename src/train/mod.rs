@@ -9,14 +9,18 @@
 pub mod checkpoint;
 /// The CORAL loss (Eq. 1-2) and its closed-form gradient (Eq. 4).
 pub mod coral;
-/// Whole-domain evaluation (centre crop, eval mode).
+/// metrics.csv and steps.csv: whole rows, cut back to the checkpoint on resume.
+pub mod csv_log;
+/// Whole-domain evaluation (centre crop, optionally mirrored by a seeded coin; eval mode).
 pub mod eval;
-/// metrics.csv rows and run.json.
+/// The rows of metrics.csv and steps.csv, and run.json.
 pub mod metrics;
 /// The network of a run with its optimiser.
 pub mod model;
 /// Caffe's SGD with the paper's learning-rate and decay multipliers.
 pub mod optim;
+/// `--precision bf16`: libtorch's autocast on CPU and CUDA.
+pub mod precision;
 /// The one training loop.
 pub mod run;
 /// Device, threads, random streams, allocator setting, stop flag.

@@ -1,9 +1,10 @@
 //! One source->target run, top to bottom: images -> tensors -> backbone -> fc8 ->
 //! `class + lambda * CORAL` -> Caffe SGD -> a CSV row every `eval_every` iterations.
 //!
-//! Outputs in the run folder: `metrics.csv` (whole rows, flushed per row), `run.json` (the
-//! effective config and status, rewritten atomically; `"status": "done"` is written last), and
-//! `checkpoint/` while a run is resumable (removed when it is done).
+//! Outputs in the run folder: `metrics.csv` (whole rows, flushed per row), `steps.csv` (one
+//! row per iteration, under `log_steps`), `run.json` (the effective config and status,
+//! rewritten atomically; `"status": "done"` is written last), and `checkpoint/` while a run is
+//! resumable (removed when it is done).
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::AtomicBool;
@@ -18,9 +19,11 @@ use crate::data::fingerprint::DataFingerprint;
 use crate::data::transfer::{self, Data};
 use crate::files::RunLock;
 use crate::train::checkpoint::{self, LoopState};
+use crate::train::csv_log::CsvLog;
 use crate::train::eval;
-use crate::train::metrics::{ImageCounts, MetricsLog, MetricsRow, RunRecord, Status, StepMeans, Versions};
+use crate::train::metrics::{ImageCounts, MetricsRow, RunRecord, Status, StepMeans, StepRow, StepStats, Versions};
 use crate::train::model::Model;
+use crate::train::precision;
 use crate::train::runtime;
 use crate::train::step;
 
@@ -51,6 +54,7 @@ pub fn run(cfg: &TrainConfig, out: &Path, start: Start, stop: &AtomicBool) -> Re
     let old = RunRecord::read(&record_path).ok();
     check_start(out, start, old.as_ref(), &checkpoint_dir)?;
     let device = runtime::device(cfg.device)?;
+    precision::check_supported(cfg.precision, device)?;
     let threads = runtime::set_threads(cfg.threads);
     let setup = Instant::now();
     let (source, target) = transfer::scan(cfg)?;
@@ -100,22 +104,24 @@ pub fn run(cfg: &TrainConfig, out: &Path, start: Start, stop: &AtomicBool) -> Re
     // Absolute paths, so that `--resume` works from any directory.
     record.config = cfg.with_absolute_paths();
 
-    let metrics_path = out.join("metrics.csv");
-    let (state, log) = match resumed {
+    let (metrics_path, steps_path) = (out.join("metrics.csv"), out.join("steps.csv"));
+    let (state, log, steps) = match resumed {
         Some(state) => {
             record.started = RunRecord::read(&record_path).map(|r| r.started).unwrap_or(record.started);
-            let log = MetricsLog::resume(&metrics_path, state.rows)?;
+            let log = CsvLog::resume(&metrics_path, state.rows)?;
+            let steps = cfg.log_steps.then(|| CsvLog::resume(&steps_path, state.iteration)).transpose()?;
             eprintln!("resuming {} at iteration {}", out.display(), state.iteration);
-            (state, log)
+            (state, log, steps)
         }
         None => {
             checkpoint::remove(&checkpoint_dir)?;
-            (LoopState::fresh(cfg, &data), MetricsLog::create(&metrics_path)?)
+            let steps = cfg.log_steps.then(|| CsvLog::create(&steps_path)).transpose()?;
+            (LoopState::fresh(cfg, &data), CsvLog::create(&metrics_path)?, steps)
         }
     };
     record.write(&record_path)?;
 
-    let mut training = Training { cfg, model, data, state, log, checkpoint_dir, device };
+    let mut training = Training { cfg, model, data, state, log, steps, checkpoint_dir, device };
     let result = training.run_loop(stop);
     let Training { model, state, checkpoint_dir, .. } = training;
     record.iterations_done = state.iteration;
@@ -185,13 +191,14 @@ fn check_batch_fits(cfg: &TrainConfig, data: &Data) -> Result<()> {
 }
 
 /// A run in progress: what the loop only reads (config, data, device) and what it changes
-/// (the model, the loop state, the metrics log).
+/// (the model, the loop state, the CSV logs).
 struct Training<'a> {
     cfg: &'a TrainConfig,
     model: Model,
     data: Data,
     state: LoopState,
-    log: MetricsLog,
+    log: CsvLog<MetricsRow>,
+    steps: Option<CsvLog<StepRow>>,
     checkpoint_dir: PathBuf,
     device: Device,
 }
@@ -241,6 +248,17 @@ impl Training<'_> {
                 );
                 return Ok(Status::Diverged);
             }
+            if let Some(steps) = &mut self.steps {
+                let StepStats { class_loss, coral_loss, coral_distance, correct, .. } = stats;
+                steps.append(&StepRow {
+                    iteration: it,
+                    lr: cfg.lr_at(it),
+                    class_loss,
+                    coral_loss,
+                    coral_distance,
+                    correct,
+                })?;
+            }
             self.state.means.add(stats);
             self.state.iteration += 1;
             self.state.evaluated = false;
@@ -262,13 +280,13 @@ impl Training<'_> {
         let it = state.iteration;
         let ev = eval::evaluate(
             self.model.net.as_ref(),
-            cfg.finetune,
+            cfg,
             &self.data.target,
             &self.model.input,
-            cfg.channels_last,
             self.device,
             EVAL_CHUNK,
-        );
+            it,
+        )?;
         let (class_loss, coral_loss, coral_distance, source_acc) = state.means.means();
         let row = MetricsRow {
             iteration: it,

@@ -12,6 +12,7 @@ use crate::train::checkpoint::Streams;
 use crate::train::coral;
 use crate::train::metrics::StepStats;
 use crate::train::model::Model;
+use crate::train::precision::Autocast;
 use crate::train::runtime;
 
 /// One SGD iteration on a source batch (labelled) and a target batch (unlabelled): `next_batch`
@@ -65,14 +66,9 @@ pub fn next_batch(
 /// same whatever lambda is; with lambda = 0 the target branch runs without autograd, since no
 /// gradient flows from it, and still yields the CORAL distance that is logged.
 pub fn update(model: &mut Model, cfg: &TrainConfig, batch: &Batch, iteration: usize) -> Result<StepStats> {
-    let Batch { source: xs, labels: ys, target: xt } = batch;
+    let ys = &batch.labels;
     runtime::seed_torch_for_iteration(cfg.seed, iteration);
-    let fs = model.net.head(xs, cfg.finetune, true); // [n, classes]: the fc8 outputs
-    let ft = if cfg.lambda > 0.0 {
-        model.net.head(xt, cfg.finetune, true)
-    } else {
-        tch::no_grad(|| model.net.head(xt, cfg.finetune, true))
-    };
+    let (fs, ft) = fc8_outputs(model, cfg, batch)?; // [n, classes] each, float32
     let class_loss = fs.cross_entropy_for_logits(ys);
     let coral = coral::coral(&fs, &ft)?;
     let loss = if cfg.lambda > 0.0 { &class_loss + &coral.loss * cfg.lambda } else { class_loss.shallow_clone() };
@@ -96,4 +92,22 @@ pub fn update(model: &mut Model, cfg: &TrainConfig, batch: &Batch, iteration: us
     }
     model.opt.step(cfg.lr_at(iteration));
     Ok(stats)
+}
+
+/// The fc8 outputs of both branches, source first, in float32. Under `--precision bf16` the
+/// two branches run in one autocast region (each weight is cast to bf16 once for both) and
+/// their outputs are cast up before anything else: the cross-entropy and CORAL's covariances,
+/// a difference of two nearly equal matrices, are computed in float32 (a no-op under fp32).
+pub fn fc8_outputs(model: &Model, cfg: &TrainConfig, batch: &Batch) -> Result<(Tensor, Tensor)> {
+    let (fs, ft) = {
+        let _region = Autocast::enter(cfg.precision, model.vs.device())?;
+        let fs = model.net.head(&batch.source, cfg.finetune, true);
+        let ft = if cfg.lambda > 0.0 {
+            model.net.head(&batch.target, cfg.finetune, true)
+        } else {
+            tch::no_grad(|| model.net.head(&batch.target, cfg.finetune, true))
+        };
+        (fs, ft)
+    };
+    Ok((fs.to_kind(Kind::Float), ft.to_kind(Kind::Float)))
 }

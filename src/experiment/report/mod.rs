@@ -16,13 +16,15 @@
 //! The steps, one file each, each a function of the one before:
 //! [`read`] (the experiment folder -> runs found, runs not counted, `spec.json`'s links; then
 //! each done run's accuracies) -> [`stats`] (groups per transfer and lambda, mean ± sd, seeds
-//! missing) -> [`render`] (`table.md` and `summary.csv` as text). [`paper`] is the paper's
+//! missing) and [`paired`] (lambda > 0 against lambda = 0 on the same seeds) -> [`render`] (`table.md` and `summary.csv` as text). [`paper`] is the paper's
 //! Table 1 as data. [`report`] runs them in order and writes the two files.
 
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result};
 
+/// CORAL against lambda = 0 on the same seeds: accuracy gained, CORAL distance.
+pub mod paired;
 /// The paper's Table 1 (`experiments/paper-table1.json`), its shifts and column order.
 pub mod paper;
 /// The experiment folder read from disk: run records, `spec.json`, per-run accuracies.
@@ -106,6 +108,8 @@ pub struct Report {
     pub no_baseline: Vec<Transfer>,
     pub no_adapted: Vec<Transfer>,
     pub paper: Option<PaperTable>,
+    /// CORAL against lambda = 0, per transfer and adapted lambda.
+    pub paired: Vec<paired::Paired>,
     /// The contents of `table.md`.
     pub markdown: String,
     /// The contents of `summary.csv`.
@@ -136,6 +140,7 @@ pub fn report(experiment_dir: &Path, paper_table: Option<&Path>) -> Result<Repor
     let (groups, columns, missing) = stats::summarize(&results, &exp.incomplete, paper.as_ref());
     let no_baseline = stats::without_baseline(&groups, &columns);
     let no_adapted = stats::without_adapted(&groups, &columns);
+    let paired = paired::pair(&results, &columns);
 
     // render
     let title = experiment_dir
@@ -149,6 +154,7 @@ pub fn report(experiment_dir: &Path, paper_table: Option<&Path>) -> Result<Repor
         incomplete: &exp.incomplete,
         missing: &missing,
         paper: paper.as_ref(),
+        paired: &paired,
     };
     let markdown = render::table_markdown(&parts, &title);
     let csv = render::summary_csv(&groups);
@@ -166,6 +172,7 @@ pub fn report(experiment_dir: &Path, paper_table: Option<&Path>) -> Result<Repor
         no_baseline,
         no_adapted,
         paper,
+        paired,
         markdown,
         csv,
         summary_csv: summary_path,

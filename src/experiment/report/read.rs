@@ -270,11 +270,19 @@ pub struct RunResult {
     pub seed: u64,
     pub final_acc: f64,
     pub best_acc: f64,
+    /// ‖C_S − C_T‖_F of the last row of `metrics.csv` (its mean over the last iterations),
+    /// NaN where no row has one.
+    pub final_distance: f64,
 }
 
 /// Final and best target accuracy (fractions) of one done run. The final one is `run.json`'s
 /// `final_target_acc`, else the last row of `metrics.csv`; best is the maximum over rows.
 pub fn run_accuracies(run: &FoundRun) -> Result<(f64, f64)> {
+    run_numbers(run).map(|(final_acc, best, _)| (final_acc, best))
+}
+
+/// [`run_accuracies`] and the last logged CORAL distance.
+fn run_numbers(run: &FoundRun) -> Result<(f64, f64, f64)> {
     let path = run.dir.join("metrics.csv");
     let rows = crate::train::metrics::read_rows(&path)?;
     let finite: Vec<&MetricsRow> = rows.iter().filter(|r| r.target_acc.is_finite()).collect();
@@ -289,15 +297,23 @@ pub fn run_accuracies(run: &FoundRun) -> Result<(f64, f64)> {
     if !best.is_finite() {
         bail!("{}: no target accuracy in any row", path.display());
     }
-    Ok((final_acc, best))
+    let distance = rows.iter().rev().map(|r| r.coral_distance).find(|d| d.is_finite()).unwrap_or(f64::NAN);
+    Ok((final_acc, best, distance))
 }
 
-/// [`run_accuracies`] of every run, in order.
+/// [`run_numbers`] of every run, in order.
 pub fn run_results(done: &[FoundRun]) -> Result<Vec<RunResult>> {
     done.iter()
         .map(|run| {
-            let (final_acc, best_acc) = run_accuracies(run)?;
-            Ok(RunResult { transfer: run.transfer(), lambda: run.lambda(), seed: run.seed(), final_acc, best_acc })
+            let (final_acc, best_acc, final_distance) = run_numbers(run)?;
+            Ok(RunResult {
+                transfer: run.transfer(),
+                lambda: run.lambda(),
+                seed: run.seed(),
+                final_acc,
+                best_acc,
+                final_distance,
+            })
         })
         .collect()
 }

@@ -4,6 +4,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt::Write as _;
 
+use super::paired::Paired;
 use super::paper::{PaperCell, PaperTable};
 use super::read::IncompleteRun;
 use super::stats::{find_group, without_adapted, without_baseline, GroupSummary, MissingRun, Stat};
@@ -89,6 +90,59 @@ pub fn markdown_table(header: &[String], rows: &[Vec<String>]) -> String {
 }
 
 // ---------------------------------------------------------------------------------------
+// CORAL against lambda = 0
+
+/// The paired comparison: a sentence counting the transfers CORAL helps, then one row per
+/// transfer and adapted lambda.
+fn paired_table(paired: &[Paired]) -> String {
+    let mut md = String::new();
+    let transfers: BTreeSet<&Transfer> = paired.iter().map(|p| &p.transfer).collect();
+    let helped: BTreeSet<&Transfer> = paired.iter().filter(|p| p.helps()).map(|p| &p.transfer).collect();
+    let _ = writeln!(
+        md,
+        "The two runs of a seed differ only by the CORAL term (same initial fc8, batches, crops, mirrors, dropout \
+         masks). **CORAL raises the final target accuracy on {} of {} transfers** (mean over seeds of λ > 0 minus \
+         λ = 0, in points, > 0). Distance: ‖C_S − C_T‖_F of the fc8 outputs, last logged row (the mean over the \
+         last `eval_every` iterations), mean ± sd over the same seeds.\n",
+        helped.len(),
+        transfers.len()
+    );
+    let header =
+        ["transfer", "λ", "seeds", "final λ > 0 − λ = 0", "seeds better", "distance λ = 0", "distance λ > 0", "ratio"]
+            .map(String::from);
+    let fmt_distance = |d: &Option<Stat>| match d {
+        Some(Stat { mean, sd: Some(sd), .. }) => format!("{mean:.2} ± {sd:.2}"),
+        Some(Stat { mean, .. }) => format!("{mean:.2}"),
+        None => DASH.into(),
+    };
+    let rows: Vec<Vec<String>> = paired
+        .iter()
+        .map(|p| {
+            let gain = match p.gain.sd {
+                Some(sd) => format!("{} ± {sd:.1}", fmt_diff(p.gain.mean)),
+                None => fmt_diff(p.gain.mean),
+            };
+            let ratio = match (&p.distance_baseline, &p.distance_adapted) {
+                (Some(b), Some(a)) if a.mean > 0.0 => format!("{:.1}×", b.mean / a.mean),
+                _ => DASH.into(),
+            };
+            vec![
+                p.transfer.label(),
+                p.lambda.to_string(),
+                p.seeds.len().to_string(),
+                gain,
+                format!("{} of {}", p.improved, p.seeds.len()),
+                fmt_distance(&p.distance_baseline),
+                fmt_distance(&p.distance_adapted),
+                ratio,
+            ]
+        })
+        .collect();
+    md.push_str(&markdown_table(&header, &rows));
+    md
+}
+
+// ---------------------------------------------------------------------------------------
 // summary.csv
 
 /// `summary.csv`: one row per transfer and lambda. Accuracies in %, sd = sample sd over the
@@ -140,6 +194,7 @@ pub struct ReportParts<'a> {
     pub incomplete: &'a [IncompleteRun],
     pub missing: &'a [MissingRun],
     pub paper: Option<&'a PaperTable>,
+    pub paired: &'a [Paired],
 }
 
 /// `table.md`: the comparison with the paper's Table 1, the per-cell detail and the notes on
@@ -147,6 +202,10 @@ pub struct ReportParts<'a> {
 pub fn table_markdown(report: &ReportParts<'_>, title: &str) -> String {
     let mut md = intro(title, report.paper);
     md.push_str(&main_table(report));
+    if !report.paired.is_empty() {
+        md.push_str("\n## CORAL against λ = 0, paired by seed\n\n");
+        md.push_str(&paired_table(report.paired));
+    }
     md.push_str("\n## Per transfer and λ\n\n");
     md.push_str(&detail_table(report.groups));
     md.push_str("\n## Runs not counted\n\n");
@@ -456,7 +515,7 @@ mod tests {
     use super::*;
 
     fn run(source: &str, target: &str, lambda: f64, seed: u64, final_acc: f64, best_acc: f64) -> RunResult {
-        RunResult { transfer: Transfer::new(source, target), lambda, seed, final_acc, best_acc }
+        RunResult { transfer: Transfer::new(source, target), lambda, seed, final_acc, best_acc, final_distance: 1.0 }
     }
 
     #[test]
@@ -490,7 +549,14 @@ mod tests {
         ];
         let (groups, columns, missing) = summarize(&results, &[], None);
         assert_eq!(missing, vec![MissingRun { transfer: Transfer::new("amazon", "webcam"), lambda: 0.8, seed: 2 }]);
-        let parts = ReportParts { groups: &groups, columns: &columns, incomplete: &[], missing: &missing, paper: None };
+        let parts = ReportParts {
+            groups: &groups,
+            columns: &columns,
+            incomplete: &[],
+            missing: &missing,
+            paper: None,
+            paired: &[],
+        };
         let md = table_markdown(&parts, "tiny");
         let expected = "\
 # Target accuracy (%): tiny
@@ -534,8 +600,19 @@ Missing (a seed other cells have, with no run folder here): 1
         let (groups, columns, missing) = summarize(&results, &[], Some(&paper()));
         assert!(missing.is_empty());
         let p = paper();
-        let parts = ReportParts { groups: &groups, columns: &columns, incomplete: &[], missing: &[], paper: Some(&p) };
+        let paired = super::super::paired::pair(&results, &columns);
+        let parts = ReportParts {
+            groups: &groups,
+            columns: &columns,
+            incomplete: &[],
+            missing: &[],
+            paper: Some(&p),
+            paired: &paired,
+        };
         let md = table_markdown(&parts, "sweep");
+        // Both adapted lambdas of A->W beat its lambda = 0 on seed 1; W->D has no lambda = 0.
+        assert!(md.contains("**CORAL raises the final target accuracy on 1 of 1 transfers**"), "{md}");
+        assert!(md.contains("| A->W     | 0.1 | 1     | +4.0                | 1 of 1       | 1.00           | 1.00           | 1.0×  |"), "{md}");
         assert!(!md.contains("λ, ours (adapted)"), "{md}");
         assert!(md.contains("| ours λ = 0.1: final, 1 seed, no sd "), "{md}");
         assert!(md.contains("| ours λ = 1 - paper D-CORAL "), "{md}");
