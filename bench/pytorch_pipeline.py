@@ -7,9 +7,10 @@ depend on the weights) with a 10-way last layer; SGD momentum 0.9, weight decay 
 loss = cross-entropy(source) + lambda * CORAL, CORAL = ||C_s - C_t||_F^2 / (4 d^2) on the last
 layer's outputs, both branches with autograd. One iteration = next source batch + next target
 batch + forward both + backward + step; `--warmup` untimed iterations first (the workers start
-then).
+then). `--precision bf16` runs the forward passes under `torch.autocast(dtype=torch.bfloat16)`
+(PyTorch's own mixed precision, CPU and CUDA alike) with CORAL on the fc8 outputs cast to float32.
 
-Prints one JSON line per backbone on stdout: img/s (source + target images), and the peak
+Prints one JSON line per backbone and precision on stdout: img/s (source + target images), and the peak
 memory of the whole process tree (this process and its DataLoader workers), sampled from /proc
 every 50 ms: the sum of RSS (shared pages counted once per process) and of PSS (shared pages
 split between the processes that map them), besides getrusage's own peaks.
@@ -17,7 +18,7 @@ split between the processes that map them), besides getrusage's own peaks.
 CaffeNet has no torchvision model: it is skipped (a JSON line with "skipped" says so).
 Each backbone runs in a fresh subprocess, so its memory peak is its own.
 
-`--like deep-coral.json` takes backbones, batch, threads, iterations, warm-up, lambda and data
+`--like deep-coral.json` takes backbones, precisions, batch, threads, iterations, warm-up, lambda and data
 from a `deep-coral bench --json` file, so both sides measure the same thing.
 
     .venv/bin/python bench/pytorch_pipeline.py --backbone squeezenet1_1 --batch-size 8 --iterations 2
@@ -40,6 +41,8 @@ def parse_args(argv):
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--like", help="take the settings from a `deep-coral bench --json` file")
     p.add_argument("--backbone", action="append", help="alexnet, squeezenet1_1 (repeatable or comma list)")
+    p.add_argument("--precision", action="append", choices=["fp32", "bf16"],
+                   help="fp32 or bf16 (torch.autocast); repeatable; default fp32")
     p.add_argument("--batch-size", type=int, default=128, help="images per domain per iteration")
     p.add_argument("--iterations", type=int, default=5, help="timed iterations")
     p.add_argument("--warmup", type=int, default=1, help="untimed iterations first")
@@ -55,7 +58,8 @@ def parse_args(argv):
     if args.like:
         with open(args.like) as f:
             ours = json.load(f)
-        args.backbone = args.backbone or [b["backbone"] for b in ours["backbones"]]
+        args.backbone = args.backbone or list(dict.fromkeys(b["backbone"] for b in ours["backbones"]))
+        args.precision = args.precision or list(dict.fromkeys(b.get("precision", "fp32") for b in ours["backbones"]))
         args.batch_size = ours["batch_size"]
         args.iterations = ours["iterations"]
         args.warmup = ours["warmup"]
@@ -70,6 +74,7 @@ def parse_args(argv):
         if n not in ALL:
             p.error(f"unknown backbone {n!r}; expected one of {', '.join(ALL)}")
     args.backbone = names
+    args.precision = args.precision or ["fp32"]
     return args
 
 
@@ -127,7 +132,7 @@ def coral(fs, ft):
     return (cov(fs) - cov(ft)).pow(2).sum() / (4 * d * d)
 
 
-def run_one(args, name):
+def run_one(args, name, precision):
     import torch
     import torch.nn.functional as F
     from torch.utils.data import DataLoader
@@ -176,7 +181,9 @@ def run_one(args, name):
         xs, ys, xt = (t.to(device, non_blocking=True) for t in (xs, ys, xt))
         if args.channels_last:
             xs, xt = xs.contiguous(memory_format=torch.channels_last), xt.contiguous(memory_format=torch.channels_last)
-        fs, ft = net(xs), net(xt)
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=precision == "bf16"):
+            fs, ft = net(xs), net(xt)
+        fs, ft = fs.float(), ft.float()
         loss = F.cross_entropy(fs, ys) + args.lam * coral(fs, ft)
         opt.zero_grad()
         loss.backward()
@@ -200,6 +207,7 @@ def run_one(args, name):
     own = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
     return {
         "backbone": name,
+        "precision": precision,
         "weights": None,
         "torch": torch.__version__,
         "threads": threads,
@@ -221,8 +229,8 @@ def run_one(args, name):
 
 def main(argv):
     args = parse_args(argv)
-    if len(args.backbone) == 1 and os.environ.get("DEEP_CORAL_BENCH_CHILD") == "1":
-        print(json.dumps(run_one(args, args.backbone[0])), flush=True)
+    if len(args.backbone) == 1 and len(args.precision) == 1 and os.environ.get("DEEP_CORAL_BENCH_CHILD") == "1":
+        print(json.dumps(run_one(args, args.backbone[0], args.precision[0])), flush=True)
         return 0
     settings = ["--batch-size", str(args.batch_size), "--iterations", str(args.iterations),
                 "--warmup", str(args.warmup), "--threads", str(args.threads), "--lambda", str(args.lam),
@@ -230,19 +238,21 @@ def main(argv):
                 "--source", args.source, "--target", args.target, "--device", args.device]
     settings += ["--channels-last"] if args.channels_last else []
     for name in args.backbone:
-        if name not in TORCHVISION:
-            print(f"pytorch_pipeline: {name} has no torchvision model; skipped", file=sys.stderr)
-            print(json.dumps({"backbone": name, "skipped": "no torchvision model"}), flush=True)
-            continue
-        print(f"pytorch_pipeline: {name}", file=sys.stderr)
-        env = dict(os.environ, DEEP_CORAL_BENCH_CHILD="1")
-        out = subprocess.run([sys.executable, __file__, "--backbone", name] + settings,
-                             env=env, stdout=subprocess.PIPE, text=True)
-        if out.returncode != 0:
-            print(f"pytorch_pipeline: {name} failed (exit {out.returncode})", file=sys.stderr)
-            return out.returncode
-        sys.stdout.write(out.stdout)
-        sys.stdout.flush()
+        for precision in args.precision:
+            if name not in TORCHVISION:
+                print(f"pytorch_pipeline: {name} has no torchvision model; skipped", file=sys.stderr)
+                print(json.dumps({"backbone": name, "precision": precision, "skipped": "no torchvision model"}),
+                      flush=True)
+                continue
+            print(f"pytorch_pipeline: {name} {precision}", file=sys.stderr)
+            env = dict(os.environ, DEEP_CORAL_BENCH_CHILD="1")
+            out = subprocess.run([sys.executable, __file__, "--backbone", name, "--precision", precision] + settings,
+                                 env=env, stdout=subprocess.PIPE, text=True)
+            if out.returncode != 0:
+                print(f"pytorch_pipeline: {name} {precision} failed (exit {out.returncode})", file=sys.stderr)
+                return out.returncode
+            sys.stdout.write(out.stdout)
+            sys.stdout.flush()
     return 0
 
 

@@ -13,6 +13,10 @@
 //!    (after handing the heap's free memory back), so each backbone's peak includes the decoded
 //!    images but not the other backbones.
 //!
+//! Each backbone is measured in each `--precision` (fp32 and bf16 by default), with the
+//! same batch, the same images and the same model built anew, so the table's bf16/fp32
+//! ratios are measured in one run, on one machine, minutes apart.
+//!
 //! The `TrainConfig` and `Model` are built as `train` builds them; a backbone whose weights
 //! file is not at hand keeps its random initialisation (speed does not depend on the values).
 //! Images per second count source and target images alike (2 x batch per iteration).
@@ -24,7 +28,7 @@ use anyhow::{bail, Context, Result};
 use serde::{Deserialize, Serialize};
 use tch::Device;
 
-use crate::config::{DeviceChoice, TrainConfig};
+use crate::config::{DeviceChoice, Precision, TrainConfig};
 use crate::data::transfer::{self, Data};
 use crate::model::backbone::Backbone;
 use crate::train::checkpoint::Streams;
@@ -36,6 +40,8 @@ use crate::train::step;
 #[derive(Debug, Clone)]
 pub struct BenchOptions {
     pub backbones: Vec<Backbone>,
+    /// Each backbone is measured once per precision.
+    pub precisions: Vec<Precision>,
     /// Weights files that replace `default_weights` for some backbones.
     pub weights: Vec<(Backbone, PathBuf)>,
     pub batch_size: usize,
@@ -95,6 +101,9 @@ pub struct DataBench {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct BackboneBench {
     pub backbone: Backbone,
+    /// `--precision` of this measurement (absent in reports from before it: fp32).
+    #[serde(default)]
+    pub precision: Precision,
     /// The weights file loaded, or null for a random initialisation.
     pub weights: Option<PathBuf>,
     /// Base learning rate of the updates: training's, or 0 with random weights.
@@ -147,9 +156,15 @@ pub fn bench(opts: &BenchOptions) -> Result<BenchReport> {
     if opts.backbones.is_empty() {
         bail!("no --backbone to measure");
     }
+    if opts.precisions.is_empty() {
+        bail!("no --precision to measure");
+    }
     let device = runtime::device(opts.device)?;
+    for &p in &opts.precisions {
+        crate::train::precision::check_supported(p, device)?;
+    }
     let threads = runtime::set_threads(opts.threads);
-    let base = config(opts, opts.backbones[0]);
+    let base = config(opts, opts.backbones[0], opts.precisions[0]);
     base.validate()?;
 
     eprintln!("bench: decoding {} and {} from {}", opts.source, opts.target, opts.data_root.display());
@@ -172,8 +187,10 @@ pub fn bench(opts: &BenchOptions) -> Result<BenchReport> {
     let mut peak_rss_per_backbone = true;
     let mut backbones = Vec::new();
     for &backbone in &opts.backbones {
-        peak_rss_per_backbone &= runtime::reset_peak_rss();
-        backbones.push(bench_backbone(opts, backbone, &data, device)?);
+        for &precision in &opts.precisions {
+            peak_rss_per_backbone &= runtime::reset_peak_rss();
+            backbones.push(bench_backbone(opts, backbone, precision, &data, device)?);
+        }
     }
     Ok(BenchReport {
         device: runtime::device_name(device),
@@ -191,7 +208,7 @@ pub fn bench(opts: &BenchOptions) -> Result<BenchReport> {
 }
 
 /// The training config of `backbone` with the benchmark's settings; the rest is `train`'s default.
-fn config(opts: &BenchOptions, backbone: Backbone) -> TrainConfig {
+fn config(opts: &BenchOptions, backbone: Backbone, precision: Precision) -> TrainConfig {
     let weights = opts
         .weights
         .iter()
@@ -209,12 +226,19 @@ fn config(opts: &BenchOptions, backbone: Backbone) -> TrainConfig {
         threads: opts.threads,
         channels_last: opts.channels_last,
         device: opts.device,
+        precision,
         ..TrainConfig::default()
     }
 }
 
-fn bench_backbone(opts: &BenchOptions, backbone: Backbone, data: &Data, device: Device) -> Result<BackboneBench> {
-    let mut cfg = config(opts, backbone);
+fn bench_backbone(
+    opts: &BenchOptions,
+    backbone: Backbone,
+    precision: Precision,
+    data: &Data,
+    device: Device,
+) -> Result<BackboneBench> {
+    let mut cfg = config(opts, backbone, precision);
     cfg.validate()?;
     let classes = data.classes.len();
     let (mut model, weights) = if cfg.weights.is_file() {
@@ -225,7 +249,11 @@ fn bench_backbone(opts: &BenchOptions, backbone: Backbone, data: &Data, device: 
         cfg.lr = 0.0;
         (Model::with_random_weights(&cfg, classes, device), None)
     };
-    let what = weights.as_ref().map_or("random weights".to_string(), |p| p.display().to_string());
+    let what = format!(
+        "{}, {}",
+        weights.as_ref().map_or("random weights".to_string(), |p| p.display().to_string()),
+        precision.name()
+    );
     let images = 2 * cfg.batch_size;
     let total = opts.warmup + opts.iterations;
 
@@ -243,6 +271,7 @@ fn bench_backbone(opts: &BenchOptions, backbone: Backbone, data: &Data, device: 
     let train_lambda0 = train_at(&TrainConfig { lambda: 0.0, ..cfg.clone() })?;
     Ok(BackboneBench {
         backbone,
+        precision,
         weights,
         lr: cfg.lr,
         limit,
@@ -320,8 +349,9 @@ pub fn table(r: &BenchReport) -> String {
         mib(d.peak_rss_bytes)
     );
     s += &format!(
-        "{:<14} {:<10} {:>12} {:>12} {:>12} {:>16} {:>14} {:>10}\n",
+        "{:<14} {:<9} {:<10} {:>12} {:>12} {:>12} {:>16} {:>14} {:>10}\n",
         "backbone",
+        "precision",
         "weights",
         "limit img/s",
         "train img/s",
@@ -332,8 +362,9 @@ pub fn table(r: &BenchReport) -> String {
     );
     for b in &r.backbones {
         s += &format!(
-            "{:<14} {:<10} {:>12.1} {:>12.1} {:>12.2} {:>16.1} {:>14.2} {:>10}\n",
+            "{:<14} {:<9} {:<10} {:>12.1} {:>12.1} {:>12.2} {:>16.1} {:>14.2} {:>10}\n",
             b.backbone.name(),
+            b.precision.name(),
             if b.weights.is_some() { "pretrained" } else { "random" },
             b.limit.img_per_s,
             b.train.img_per_s,
@@ -343,6 +374,7 @@ pub fn table(r: &BenchReport) -> String {
             mib(b.peak_rss_bytes)
         );
     }
+    s += &precision_ratios(r);
     s += "\nimg/s counts source + target images. limit: train::update (forward both branches, class + \
           lambda * CORAL, backward, SGD) on one batch already in tensors. train: train::step (sampling, \
           crops, mirrors, tensors, then update) on the decoded images.\n";
@@ -355,6 +387,38 @@ pub fn table(r: &BenchReport) -> String {
         s += "peak RSS could not be reset between backbones: each includes the backbones before it.\n";
     }
     s
+}
+
+/// bf16 against fp32 per backbone measured in both: speed ratios and memory, in this run.
+fn precision_ratios(r: &BenchReport) -> String {
+    let find =
+        |backbone: Backbone, p: Precision| r.backbones.iter().find(|b| b.backbone == backbone && b.precision == p);
+    let mut rows = String::new();
+    let mut seen = Vec::new();
+    for b in &r.backbones {
+        if seen.contains(&b.backbone) {
+            continue;
+        }
+        seen.push(b.backbone);
+        let (Some(fp32), Some(bf16)) = (find(b.backbone, Precision::Fp32), find(b.backbone, Precision::Bf16)) else {
+            continue;
+        };
+        rows += &format!(
+            "{:<14} {:>18.2} {:>18.2} {:>18.2} {:>22}\n",
+            b.backbone.name(),
+            bf16.limit.img_per_s / fp32.limit.img_per_s,
+            bf16.train.img_per_s / fp32.train.img_per_s,
+            bf16.train_lambda0.img_per_s / fp32.train_lambda0.img_per_s,
+            format!("{} / {}", mib(bf16.peak_rss_bytes), mib(fp32.peak_rss_bytes)),
+        );
+    }
+    if rows.is_empty() {
+        return rows;
+    }
+    format!(
+        "\nbf16 / fp32 (img/s ratios; the same run, batch and images):\n{:<14} {:>18} {:>18} {:>18} {:>22}\n{rows}",
+        "backbone", "limit bf16/fp32", "train bf16/fp32", "train λ=0 bf16/fp32", "peak RSS bf16 / fp32"
+    )
 }
 
 impl BenchReport {

@@ -8,7 +8,7 @@ use std::process::ExitCode;
 use anyhow::{Context, Result};
 use clap::{Args, Parser, Subcommand};
 
-use deep_coral::config::{DeviceChoice, TrainConfig};
+use deep_coral::config::{DeviceChoice, Precision, TrainConfig};
 use deep_coral::flags::ConfigFlags;
 use deep_coral::model::backbone::Backbone;
 use deep_coral::train::metrics::{RunRecord, Status};
@@ -149,6 +149,10 @@ struct BenchArgs {
     /// Backbones to measure (repeat the flag or give a comma list).
     #[arg(long = "backbone", value_enum, value_delimiter = ',', default_values_t = Backbone::ALL)]
     backbones: Vec<Backbone>,
+    /// Precisions to measure each backbone in (repeat the flag or give a comma list); the
+    /// table sets bf16 against fp32 when both are measured.
+    #[arg(long = "precision", value_enum, value_delimiter = ',', default_values_t = [Precision::Fp32, Precision::Bf16])]
+    precisions: Vec<Precision>,
     /// Pretrained weights of a backbone, as BACKBONE=FILE (repeatable); default: weights/ from
     /// `make weights`, and ../shared's SqueezeNet. A backbone without its file runs from random
     /// initialisation (same speed; the table says so).
@@ -409,6 +413,7 @@ fn dispatch(cli: Cli, keep_freed_memory: bool) -> Result<ExitCode> {
         Command::Bench(a) => {
             let opts = deep_coral::bench::BenchOptions {
                 backbones: a.backbones,
+                precisions: a.precisions,
                 weights: a.weights,
                 batch_size: a.batch_size,
                 iterations: a.iterations,

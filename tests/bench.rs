@@ -1,5 +1,6 @@
-//! `deep-coral bench` end to end on the shared data: one tiny SqueezeNet measurement, checked
-//! for the shape of its JSON only (no speed is asserted: the numbers are read by people).
+//! `deep-coral bench` end to end on the shared data: one tiny SqueezeNet measurement in both
+//! precisions, checked for the shape of its JSON only (no speed is asserted: the numbers are
+//! read by people).
 
 mod common;
 
@@ -35,8 +36,21 @@ fn bench_writes_every_number() {
     }
     assert_eq!(r["data"]["images"], 958 + 295, "amazon + webcam");
     let backbones = r["backbones"].as_array().unwrap();
-    assert_eq!(backbones.len(), 1);
-    let b = &backbones[0];
+    assert_eq!(backbones.len(), 2, "fp32 and bf16 by default");
+    let precisions: Vec<_> = backbones.iter().map(|b| b["precision"].as_str().unwrap()).collect();
+    assert_eq!(precisions, ["fp32", "bf16"]);
+    for b in backbones {
+        check_backbone(b, positive);
+    }
+    let table = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        table.contains("squeezenet1_1") && table.contains("pretrained") && table.contains("limit img/s"),
+        "{table}"
+    );
+    assert!(table.contains("bf16 / fp32") && table.contains("train bf16/fp32"), "no precision ratios: {table}");
+}
+
+fn check_backbone(b: &Value, positive: impl Fn(&Value, &str)) {
     assert_eq!(b["backbone"], "squeezenet1_1");
     assert!(b["weights"].as_str().unwrap().ends_with("squeezenet1_1-caffe-imagenet.safetensors"));
     for p in [
@@ -53,9 +67,4 @@ fn bench_writes_every_number() {
     ] {
         positive(b, p);
     }
-    let table = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        table.contains("squeezenet1_1") && table.contains("pretrained") && table.contains("limit img/s"),
-        "{table}"
-    );
 }

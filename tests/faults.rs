@@ -1,7 +1,8 @@
 //! Faults through the real binary on tiny synthetic images and the real SqueezeNet weights:
 //! divergence (exit 3), SIGINT/SIGTERM (exit 130, whole rows, checkpoint, no temporary files),
 //! exact resume after a signal and after SIGKILL, a sweep resumed after Ctrl-C, and
-//! repeatability on CPU.
+//! repeatability on CPU; the guarantees that depend on the arithmetic also under
+//! `--precision bf16`.
 
 mod common;
 
@@ -33,12 +34,21 @@ fn finish(child: Child) -> (Option<i32>, String) {
 
 #[test]
 fn a_loss_that_turns_nan_stops_the_run_as_diverged() {
+    diverges(&[]);
+}
+
+#[test]
+fn a_loss_that_turns_nan_stops_a_bf16_run_as_diverged() {
+    diverges(&["--precision", "bf16"]);
+}
+
+fn diverges(more: &[&str]) {
     let tmp = tempfile::tempdir().unwrap();
     let data = tiny_data(tmp.path());
     let out = tmp.path().join("run");
     // lr 1e8: the first update blows the weights up and the second step's loss is NaN.
-    let err =
-        common::run_fails(&mut tiny_train(&data, &out, &["--lr", "1e8", "--eval-every", "1", "--iterations", "20"]), 3);
+    let extra = [&["--lr", "1e8", "--eval-every", "1", "--iterations", "20"], more].concat();
+    let err = common::run_fails(&mut tiny_train(&data, &out, &extra), 3);
     assert!(err.contains("iteration 1: loss is not finite") && err.contains("Diverged"), "{err}");
     let rec = record(&out);
     assert_eq!(rec.status, Status::Diverged);
@@ -51,20 +61,26 @@ fn a_loss_that_turns_nan_stops_the_run_as_diverged() {
     assert_no_tmp(&out);
 }
 
-/// A run of `extra` on `data`, uninterrupted, into `dir`; returns its metrics sans elapsed_s.
+/// A run of `extra` on `data`, uninterrupted, into `dir`; returns its metrics sans elapsed_s,
+/// followed by its steps.csv where it wrote one (`--log-steps`).
 fn baseline(data: &Path, dir: &Path, extra: &[&str]) -> String {
     common::run_ok(&mut tiny_train(data, dir, extra));
     assert_eq!(record(dir).status, Status::Done);
-    metrics_sans_elapsed(dir)
+    numbers(dir)
+}
+
+/// metrics.csv sans elapsed_s, then steps.csv if there is one.
+fn numbers(dir: &Path) -> String {
+    metrics_sans_elapsed(dir) + &std::fs::read_to_string(dir.join("steps.csv")).unwrap_or_default()
 }
 
 /// Stops a run with `sig` once its first rows exist, checks what it leaves, resumes it and
 /// compares with an uninterrupted run. A row every iteration: the stop always comes right
 /// after a row, the case where a resumed run must not write that row again.
-fn interrupt_and_resume(sig: i32) {
+fn interrupt_and_resume(sig: i32, more: &[&str]) {
     let tmp = tempfile::tempdir().unwrap();
     let data = tiny_data(tmp.path());
-    let extra = ["--iterations", "16", "--eval-every", "1"];
+    let extra = [&["--iterations", "16", "--eval-every", "1"], more].concat();
     let want = baseline(&data, &tmp.path().join("whole"), &extra);
 
     let out = tmp.path().join("run");
@@ -85,19 +101,26 @@ fn interrupt_and_resume(sig: i32) {
     assert!(common::stderr(&res).contains(&format!("at iteration {}", rec.iterations_done)));
     let rec = record(&out);
     assert_eq!((rec.status, rec.iterations_done), (Status::Done, 16));
-    assert_eq!(metrics_sans_elapsed(&out), want, "resumed run differs from the uninterrupted one");
+    assert_eq!(numbers(&out), want, "resumed run differs from the uninterrupted one");
     assert!(!out.join("checkpoint").exists(), "a finished run keeps no checkpoint");
     assert_no_tmp(&out);
 }
 
 #[test]
 fn sigterm_stops_after_a_whole_row_and_resume_is_exact() {
-    interrupt_and_resume(libc::SIGTERM);
+    interrupt_and_resume(libc::SIGTERM, &[]);
 }
 
 #[test]
 fn sigint_stops_after_a_whole_row_and_resume_is_exact() {
-    interrupt_and_resume(libc::SIGINT);
+    interrupt_and_resume(libc::SIGINT, &[]);
+}
+
+/// Under bf16 too, and steps.csv (one row per iteration) is cut back to the checkpoint and
+/// continued like metrics.csv.
+#[test]
+fn a_bf16_run_resumes_exactly_steps_csv_included() {
+    interrupt_and_resume(libc::SIGTERM, &["--precision", "bf16", "--log-steps"]);
 }
 
 #[test]
@@ -147,6 +170,33 @@ fn same_seed_same_metrics_other_seed_other_metrics() {
     assert_ne!(a, run("c", &["--iterations", "4", "--seed", "2"]), "another seed");
     let two = ["--iterations", "4", "--threads", "2"];
     assert_eq!(run("d", &two), run("e", &two), "same seed, two threads");
+}
+
+/// bf16 is as repeatable as fp32, to the byte, and it is not fp32: the per-iteration losses
+/// differ by bf16's rounding, not more.
+#[test]
+fn a_bf16_run_repeats_to_the_byte_and_differs_from_fp32_by_rounding_only() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tiny_data(tmp.path());
+    let run = |name: &str, precision: &str| {
+        baseline(&data, &tmp.path().join(name), &["--iterations", "4", "--log-steps", "--precision", precision]);
+        let rows = std::fs::read_to_string(tmp.path().join(name).join("steps.csv")).unwrap();
+        rows.lines().skip(1).map(|l| l.split(',').nth(2).unwrap().parse::<f64>().unwrap()).collect::<Vec<f64>>()
+    };
+    let bf16 = run("a", "bf16");
+    assert_eq!(
+        numbers(&tmp.path().join("a")),
+        numbers(&{
+            run("b", "bf16");
+            tmp.path().join("b")
+        })
+    );
+    let fp32 = run("c", "fp32");
+    assert_eq!(bf16.len(), 4);
+    assert_ne!(bf16, fp32, "bf16 computed exactly what fp32 did: autocast did not take effect");
+    for (i, (b, f)) in bf16.iter().zip(&fp32).enumerate() {
+        assert!((b - f).abs() <= 0.05 * f.abs(), "iteration {i}: class loss {b} under bf16, {f} under fp32");
+    }
 }
 
 /// `deep-coral sweep` of a 2-run spec, stopped by Ctrl-C (SIGINT to its process group) while the

@@ -111,3 +111,55 @@ pub fn fc8_outputs(model: &Model, cfg: &TrainConfig, batch: &Batch) -> Result<(T
     };
     Ok((fs.to_kind(Kind::Float), ft.to_kind(Kind::Float)))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::Precision;
+    use crate::model::backbone::Backbone;
+
+    fn relative(a: f64, b: f64) -> f64 {
+        (a - b).abs() / b.abs()
+    }
+
+    /// Under bf16 the backbone runs in bfloat16, but the CORAL loss a step minimises is the
+    /// float32 one of its fc8 outputs: it equals a float64 CORAL of the very same outputs to
+    /// 1e-5 relative (float32 summation), where a covariance computed in bf16 itself would be
+    /// off by far more (the cancellation of C_S − C_T that bf16 spoils).
+    #[test]
+    fn a_bf16_step_computes_coral_in_float32_on_its_fc8_outputs() {
+        tch::manual_seed(0);
+        let cfg = TrainConfig {
+            backbone: Backbone::Squeezenet1_1,
+            lambda: 1.0,
+            precision: Precision::Bf16,
+            batch_size: 8,
+            ..TrainConfig::default()
+        };
+        let mut model = Model::with_random_weights(&cfg, 10, Device::Cpu);
+        let image = |shift: f64| Tensor::randn([8, 3, 227, 227], (Kind::Float, Device::Cpu)) + shift;
+        let batch =
+            Batch { source: image(0.0), labels: Tensor::arange(8, (Kind::Int64, Device::Cpu)), target: image(0.5) };
+
+        // The outputs of the step's forward passes (seeded as `update` seeds its dropout).
+        runtime::seed_torch_for_iteration(cfg.seed, 0);
+        let (fs, ft) = fc8_outputs(&model, &cfg, &batch).unwrap();
+        assert_eq!((fs.kind(), ft.kind()), (Kind::Float, Kind::Float));
+        runtime::seed_torch_for_iteration(cfg.seed, 0);
+        let (fs32, _) =
+            fc8_outputs(&model, &TrainConfig { precision: Precision::Fp32, ..cfg.clone() }, &batch).unwrap();
+        assert!(fs.not_equal_tensor(&fs32).any().int64_value(&[]) == 1, "bf16 computed what fp32 does");
+
+        let reference =
+            coral::coral(&fs.to_kind(Kind::Double), &ft.to_kind(Kind::Double)).unwrap().loss.double_value(&[]);
+        let stats = update(&mut model, &cfg, &batch, 0).unwrap();
+        assert!(
+            relative(stats.coral_loss, reference) < 1e-5,
+            "step's CORAL {} against float64 {reference}",
+            stats.coral_loss
+        );
+        let in_bf16 = coral::coral(&fs.to_kind(Kind::BFloat16), &ft.to_kind(Kind::BFloat16)).unwrap();
+        let in_bf16 = in_bf16.loss.to_kind(Kind::Double).double_value(&[]);
+        assert!(relative(in_bf16, reference) > 1e-3, "bf16 covariances {in_bf16} would be as good: {reference}");
+    }
+}
