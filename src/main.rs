@@ -84,6 +84,17 @@ enum Command {
         #[arg(long)]
         paper: Option<PathBuf>,
     },
+    /// Two experiments run for run (same transfer, lambda, seed): final target accuracy, final
+    /// CORAL loss and the largest class-loss difference between the two runs of a pair.
+    Compare {
+        /// Results folder A, e.g. results/six-shifts-calibrated.
+        a: PathBuf,
+        /// Results folder B, e.g. results/precision-bf16.
+        b: PathBuf,
+        /// Also write the table (markdown) to this file.
+        #[arg(long)]
+        out: Option<PathBuf>,
+    },
     /// Training-curve figures of an experiment (PNG and SVG per transfer, as the paper's Fig. 3).
     Plot {
         /// The experiment's results folder, e.g. results/office31.
@@ -390,6 +401,15 @@ fn dispatch(cli: Cli, keep_freed_memory: bool) -> Result<ExitCode> {
             let report = deep_coral::experiment::report::report(&dir, paper.as_deref())?;
             print!("{}", report.markdown);
             eprintln!("wrote {} and {}", report.summary_csv.display(), report.table_md.display());
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Compare { a, b, out } => {
+            let comparison = deep_coral::experiment::report::compare::compare(&a, &b)?;
+            print!("{}", comparison.markdown);
+            if let Some(path) = &out {
+                deep_coral::files::write_atomic(path, comparison.markdown.as_bytes())?;
+                eprintln!("wrote {}", path.display());
+            }
             Ok(ExitCode::SUCCESS)
         }
         Command::Plot { dir, paper_curves } => {

@@ -18,6 +18,8 @@
 //! Two values a and b have mean (a+b)/2 and sample sd |a-b|/sqrt(2): a gap of 2 points gives
 //! sd 1.4142, of 1 point 0.7071, of 3 points 2.1213.
 
+mod common;
+
 use std::path::{Path, PathBuf};
 
 use deep_coral::experiment::report::{self, Transfer};
@@ -256,4 +258,64 @@ fn plot_writes_png_and_svg_per_transfer() {
             std::fs::copy(path, Path::new(&dir).join(path.file_name().unwrap())).unwrap();
         }
     }
+}
+
+#[test]
+fn table_md_pairs_each_lambda_with_lambda_zero_by_seed() {
+    let tmp = tempfile::tempdir().unwrap();
+    let exp = tmp.path().join("fixture");
+    write_fixture(&exp);
+    let r = report::report(&exp, None).unwrap();
+    // A->W: 0.66 - 0.60 and 0.68 - 0.62 (seed 3 of lambda 0.8 is running); W->D: +1 twice.
+    // Final distances: 8e-2 x (1.2, 1.4) for lambda = 0, 1.2e-3 x (1.2, 1.4) with CORAL.
+    let md = &r.markdown;
+    assert!(md.contains("**CORAL raises the final target accuracy on 2 of 2 transfers**"), "{md}");
+    let row = |label: &str| md.lines().find(|l| l.starts_with(&format!("| {label} "))).unwrap().to_string();
+    let aw = row("A->W     | 0.8");
+    for cell in ["| 2     |", "| +6.0 ± 0.0", "| 2 of 2", "| 0.104 ± 1.13e-2 ", "| 1.56e-3 ± 1.70e-4 ", "| 66.7×"] {
+        assert!(aw.contains(cell), "{cell} not in {aw}");
+    }
+    assert!(row("W->D     | 0.0001").contains("| +1.0 ± 0.0"), "{md}");
+}
+
+/// Writes a steps.csv of 3 iterations with these class losses.
+fn write_steps(run: &Path, class_losses: [f64; 3]) {
+    let mut csv = "iteration,lr,class_loss,coral_loss,coral_distance,correct\n".to_string();
+    for (i, c) in class_losses.iter().enumerate() {
+        csv.push_str(&format!("{i},0.001,{c},0.01,0.5,1\n"));
+    }
+    std::fs::write(run.join("steps.csv"), csv).unwrap();
+}
+
+#[test]
+fn compare_pairs_two_experiments_run_for_run() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (a, b) = (tmp.path().join("a"), tmp.path().join("b"));
+    write_fixture(&a);
+    write_fixture(&b);
+    // B's A->W lambda 0.8 ends at 0.70 and 0.69 instead of 0.66 and 0.68: +4 and +1 points.
+    write_run(&b, ("amazon", "webcam"), 0.8, 1, "done", [0.05, 0.67, 0.70], true);
+    write_run(&b, ("amazon", "webcam"), 0.8, 2, "done", [0.04, 0.70, 0.69], true);
+    // W->D lambda 0 has steps.csv in both: the class loss differs by 0.25 at iteration 1.
+    for (exp, losses) in [(&a, [2.0, 1.5, 1.0]), (&b, [2.0, 1.75, 1.0])] {
+        for seed in [1, 2] {
+            write_steps(&exp.join(format!("webcam_dslr/lambda_0/seed_{seed}")), losses);
+        }
+    }
+    let out = tmp.path().join("comparison.md");
+    let run = common::run_ok(common::bin().arg("compare").arg(&a).arg(&b).arg("--out").arg(&out));
+    let md = String::from_utf8_lossy(&run.stdout).to_string();
+    assert_eq!(std::fs::read_to_string(&out).unwrap(), md);
+    assert!(md.contains("Config changes A -> B: none."), "{md}");
+    let row = |label: &str| md.lines().find(|l| l.starts_with(&format!("| {label} "))).unwrap().to_string();
+    let aw = row("A->W     | 0.8");
+    for cell in ["| 2     |", "| 67.0 ± 1.4 ", "| 69.5 ± 0.7 ", "| +2.5 ± 2.1 ", "| 0.0000 (per row)"] {
+        assert!(aw.contains(cell), "{cell} not in {aw}");
+    }
+    assert!(row("W->D     | 0     ").contains("| 0.2500 (per iteration)"), "{md}");
+    // Nothing in common: an error naming both folders.
+    let empty = tmp.path().join("c");
+    write_run(&empty, ("dslr", "amazon"), 0.0, 1, "done", [0.1, 0.2, 0.3], true);
+    let err = common::run_fails(common::bin().arg("compare").arg(&a).arg(&empty), 1);
+    assert!(err.contains("no done run in common") && err.contains(&empty.display().to_string()), "{err}");
 }

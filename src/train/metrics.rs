@@ -146,6 +146,12 @@ pub fn read_rows(path: &Path) -> Result<Vec<MetricsRow>> {
     Ok(rows)
 }
 
+/// Every row of a `steps.csv`; an error names the file.
+pub fn read_steps(path: &Path) -> Result<Vec<StepRow>> {
+    let mut reader = csv::Reader::from_path(path).with_context(|| format!("reading {}", path.display()))?;
+    reader.deserialize().collect::<Result<Vec<StepRow>, _>>().with_context(|| format!("parsing {}", path.display()))
+}
+
 /// Where a run stands; `done` is written last, so anything else means "incomplete".
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]

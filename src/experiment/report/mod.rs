@@ -23,6 +23,8 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result};
 
+/// Two experiments run for run (`deep-coral compare`): accuracy, CORAL loss, class loss.
+pub mod compare;
 /// CORAL against lambda = 0 on the same seeds: accuracy gained, CORAL distance.
 pub mod paired;
 /// The paper's Table 1 (`experiments/paper-table1.json`), its shifts and column order.

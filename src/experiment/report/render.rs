@@ -48,6 +48,20 @@ pub fn fmt_diff(d: f64) -> String {
     }
 }
 
+/// Three significant digits, in fixed point from 0.1 up and in scientific notation below
+/// (CORAL distances span from 1e-3 to 1e3 across backbones).
+pub fn fmt_sig3(x: f64) -> String {
+    let a = x.abs();
+    if a == 0.0 || !a.is_finite() {
+        format!("{x}")
+    } else if a >= 0.1 {
+        let decimals = (2 - a.log10().floor() as i64).max(0) as usize;
+        format!("{x:.decimals$}")
+    } else {
+        format!("{x:.2e}")
+    }
+}
+
 /// A number for `summary.csv`: 4 decimals, empty for none.
 fn fmt_csv(x: Option<f64>) -> String {
     x.map(|v| format!("{v:.4}")).unwrap_or_default()
@@ -111,8 +125,8 @@ fn paired_table(paired: &[Paired]) -> String {
         ["transfer", "λ", "seeds", "final λ > 0 − λ = 0", "seeds better", "distance λ = 0", "distance λ > 0", "ratio"]
             .map(String::from);
     let fmt_distance = |d: &Option<Stat>| match d {
-        Some(Stat { mean, sd: Some(sd), .. }) => format!("{mean:.2} ± {sd:.2}"),
-        Some(Stat { mean, .. }) => format!("{mean:.2}"),
+        Some(Stat { mean, sd: Some(sd), .. }) => format!("{} ± {}", fmt_sig3(*mean), fmt_sig3(*sd)),
+        Some(Stat { mean, .. }) => fmt_sig3(*mean),
         None => DASH.into(),
     };
     let rows: Vec<Vec<String>> = paired
@@ -526,6 +540,10 @@ mod tests {
         assert_eq!(fmt_cell(&Stat::of(&[61.04]).unwrap(), Some(2)), "61.0 (n=1)");
         assert_eq!(fmt_paper(&PaperCell { mean: 65.7, pm: None }), "65.7");
         assert_eq!(fmt_diff(0.6), "+0.6");
+        assert_eq!(
+            (fmt_sig3(283.83), fmt_sig3(8.674), fmt_sig3(0.1234), fmt_sig3(0.00156)),
+            ("284".into(), "8.67".into(), "0.123".into(), "1.56e-3".into())
+        );
         assert_eq!(fmt_diff(-2.0), "-2.0");
         assert_eq!(fmt_diff(-0.04), "0.0");
     }
