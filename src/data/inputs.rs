@@ -149,4 +149,18 @@ mod tests {
         assert!(matches!(inputs, Inputs::Host(_)), "images stay on the host for a CPU run");
         assert_eq!(inputs.labels(&[1, 0], Device::Cpu).size(), [2]);
     }
+
+    /// A mirrored evaluation input is the centre crop flipped left to right, and only where
+    /// its flag says so.
+    #[test]
+    fn eval_batch_mirrors_the_centre_crop_where_asked() {
+        let pixels: Vec<u8> = (0..2 * IMAGE_BYTES).map(|i| (i * 7 % 251) as u8).collect();
+        let inputs = Inputs::images(ImageSet { pixels, labels: vec![0, 1], skipped: vec![] }, Device::Cpu);
+        let input = crate::model::backbone::TORCHVISION_INPUT;
+        let plain = inputs.eval_batch(&[0, 1], &[false, false], &input, false, Device::Cpu);
+        let mixed = inputs.eval_batch(&[0, 1], &[true, false], &input, false, Device::Cpu);
+        assert!(mixed.get(0).equal(&plain.get(0).flip([2])), "image 0 is not its mirror image");
+        assert!(!mixed.get(0).equal(&plain.get(0)));
+        assert!(mixed.get(1).equal(&plain.get(1)), "image 1 was not to be mirrored");
+    }
 }
