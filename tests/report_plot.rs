@@ -312,7 +312,7 @@ fn compare_pairs_two_experiments_run_for_run() {
     for cell in ["| 2     |", "| 67.0 ± 1.4 ", "| 69.5 ± 0.7 ", "| +2.5 ± 2.1 ", "| 0.0000 (per row)"] {
         assert!(aw.contains(cell), "{cell} not in {aw}");
     }
-    assert!(row("W->D     | 0     ").contains("| 0.2500 (per iteration)"), "{md}");
+    assert!(row("W->D     | 0     ").contains("| 0.2500 (per iteration) | 0.00e0 "), "{md}");
     // Nothing in common: an error naming both folders.
     let empty = tmp.path().join("c");
     write_run(&empty, ("dslr", "amazon"), 0.0, 1, "done", [0.1, 0.2, 0.3], true);

@@ -38,6 +38,10 @@ pub struct CellComparison {
     pub coral_b: Stat,
     /// The largest |class loss B − class loss A| over the pairs' iterations (or rows).
     pub max_class_loss_diff: f64,
+    /// The same at the first iteration (or row) alone, over the seeds: there both runs start
+    /// from the same weights on the same batch, so this is the change's own effect on one
+    /// step, before the trajectories part.
+    pub first_class_loss_diff: f64,
     /// Whether `max_class_loss_diff` is per iteration (both runs have `steps.csv`).
     pub per_iteration: bool,
 }
@@ -80,6 +84,7 @@ pub fn compare(a: &Path, b: &Path) -> Result<Comparison> {
                 coral_a: stat(|p| p.coral.0),
                 coral_b: stat(|p| p.coral.1),
                 max_class_loss_diff: pairs.iter().map(|p| p.max_class_loss_diff).fold(0.0, f64::max),
+                first_class_loss_diff: pairs.iter().map(|p| p.first_class_loss_diff).fold(0.0, f64::max),
                 per_iteration: pairs.iter().all(|p| p.per_iteration),
             }
         })
@@ -94,6 +99,7 @@ struct PairNumbers {
     acc: (f64, f64),
     coral: (f64, f64),
     max_class_loss_diff: f64,
+    first_class_loss_diff: f64,
     per_iteration: bool,
 }
 
@@ -113,17 +119,20 @@ impl PairNumbers {
             let losses = |rows: &[MetricsRow]| rows.iter().map(|r| r.class_loss).collect::<Vec<_>>();
             (losses(&rows_a), losses(&rows_b), false)
         };
-        let max_class_loss_diff = losses_a
+        let diffs: Vec<f64> = losses_a
             .iter()
             .zip(&losses_b)
             .filter(|(x, y)| x.is_finite() && y.is_finite())
             .map(|(x, y)| (x - y).abs())
-            .fold(0.0, f64::max);
+            .collect();
+        let max_class_loss_diff = diffs.iter().copied().fold(0.0, f64::max);
+        let first_class_loss_diff = diffs.first().copied().unwrap_or(f64::NAN);
         Ok(Self {
             seed: a.seed(),
             acc: (100.0 * acc_a, 100.0 * acc_b),
             coral: (last_coral(&rows_a).unwrap_or(f64::NAN), last_coral(&rows_b).unwrap_or(f64::NAN)),
             max_class_loss_diff,
+            first_class_loss_diff,
             per_iteration,
         })
     }
@@ -160,6 +169,7 @@ fn render(a: &Path, b: &Path, cells: &[CellComparison], changes: &[String]) -> S
         "final CORAL loss A",
         "final CORAL loss B",
         "max Δ class loss",
+        "Δ class loss, first",
     ]
     .map(String::from);
     let rows: Vec<Vec<String>> = cells
@@ -183,6 +193,7 @@ fn render(a: &Path, b: &Path, cells: &[CellComparison], changes: &[String]) -> S
                 coral(&c.coral_a),
                 coral(&c.coral_b),
                 format!("{:.4} ({})", c.max_class_loss_diff, if c.per_iteration { "per iteration" } else { "per row" }),
+                format!("{:.2e}", c.first_class_loss_diff),
             ]
         })
         .collect();
@@ -190,9 +201,10 @@ fn render(a: &Path, b: &Path, cells: &[CellComparison], changes: &[String]) -> S
     md.push_str(
         "\nfinal acc: target accuracy (%) at the last iteration, mean ± sd over the paired seeds; B − A: the \
          per-seed difference, mean ± sd. final CORAL loss: 1/(4d²)‖C_S − C_T‖²_F, the last row's mean. max Δ class \
-         loss|: the largest difference of the source cross-entropy between the two runs of a pair, over every \
-         iteration (steps.csv, both runs with log_steps) or every row of metrics.csv (means over eval_every \
-         iterations), and over the seeds.\n",
+         loss: the largest absolute difference of the source cross-entropy between the two runs of a pair, over \
+         every iteration (steps.csv, both runs with log_steps) or every row of metrics.csv (means over eval_every \
+         iterations), and over the seeds; first: the same at the first iteration alone, where both runs step from \
+         the same weights on the same batch (per row: the first row's mean).\n",
     );
     md
 }
