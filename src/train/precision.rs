@@ -92,12 +92,6 @@ impl Drop for Autocast {
     }
 }
 
-/// Runs `f` in an autocast region of `precision` on `device`.
-pub fn autocast<T>(precision: Precision, device: Device, f: impl FnOnce() -> T) -> Result<T> {
-    let _region = Autocast::enter(precision, device)?;
-    Ok(f())
-}
-
 /// Refuses bf16 on a device that cannot run it: a bf16 convolution and matrix product with
 /// their backward are tried there, and a failure is reported with what to use instead. On a
 /// CPU without bf16 instructions (AVX-512 BF16 or AMX) libtorch emulates them: allowed, with a
@@ -151,6 +145,12 @@ fn cpu_has_bf16() -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Runs `f` in an autocast region of `precision` on `device`.
+    fn autocast<T>(precision: Precision, device: Device, f: impl FnOnce() -> T) -> Result<T> {
+        let _region = Autocast::enter(precision, device)?;
+        Ok(f())
+    }
 
     fn conv_kind(precision: Precision) -> Kind {
         let x = Tensor::ones([1, 3, 5, 5], (Kind::Float, Device::Cpu));

@@ -17,7 +17,7 @@ use std::path::Path;
 use anyhow::{bail, Result};
 
 use super::read::{self, FoundRun};
-use super::render::{fmt_diff, fmt_mean_sd, markdown_table};
+use super::render::{fmt_diff_sd, fmt_mean_sd, markdown_table};
 use super::stats::Stat;
 use super::{Lambda, Transfer};
 use crate::train::metrics::{self, MetricsRow};
@@ -107,8 +107,8 @@ impl PairNumbers {
     fn of(a: &FoundRun, b: &FoundRun) -> Result<Self> {
         let rows_a = metrics::read_rows(&a.dir.join("metrics.csv"))?;
         let rows_b = metrics::read_rows(&b.dir.join("metrics.csv"))?;
-        let (acc_a, _) = read::run_accuracies(a)?;
-        let (acc_b, _) = read::run_accuracies(b)?;
+        let (acc_a, _, _) = read::run_numbers_of(a, &rows_a)?;
+        let (acc_b, _, _) = read::run_numbers_of(b, &rows_b)?;
         let last_coral = |rows: &[MetricsRow]| rows.iter().rev().map(|r| r.coral_loss).find(|c| c.is_finite());
         let (steps_a, steps_b) = (a.dir.join("steps.csv"), b.dir.join("steps.csv"));
         let (losses_a, losses_b, per_iteration) = if steps_a.is_file() && steps_b.is_file() {
@@ -175,10 +175,6 @@ fn render(a: &Path, b: &Path, cells: &[CellComparison], changes: &[String]) -> S
     let rows: Vec<Vec<String>> = cells
         .iter()
         .map(|c| {
-            let diff = match c.acc_diff.sd {
-                Some(sd) => format!("{} ± {sd:.1}", fmt_diff(c.acc_diff.mean)),
-                None => fmt_diff(c.acc_diff.mean),
-            };
             let coral = |s: &Stat| match s.sd {
                 Some(sd) => format!("{:.4} ± {sd:.4}", s.mean),
                 None => format!("{:.4}", s.mean),
@@ -189,7 +185,7 @@ fn render(a: &Path, b: &Path, cells: &[CellComparison], changes: &[String]) -> S
                 c.seeds.len().to_string(),
                 fmt_mean_sd(&c.acc_a),
                 fmt_mean_sd(&c.acc_b),
-                diff,
+                fmt_diff_sd(&c.acc_diff),
                 coral(&c.coral_a),
                 coral(&c.coral_b),
                 format!("{:.4} ({})", c.max_class_loss_diff, if c.per_iteration { "per iteration" } else { "per row" }),

@@ -283,8 +283,13 @@ pub fn run_accuracies(run: &FoundRun) -> Result<(f64, f64)> {
 
 /// [`run_accuracies`] and the last logged CORAL distance.
 fn run_numbers(run: &FoundRun) -> Result<(f64, f64, f64)> {
+    let rows = crate::train::metrics::read_rows(&run.dir.join("metrics.csv"))?;
+    run_numbers_of(run, &rows)
+}
+
+/// [`run_numbers`] of `run` from its `metrics.csv` rows, already read.
+pub fn run_numbers_of(run: &FoundRun, rows: &[MetricsRow]) -> Result<(f64, f64, f64)> {
     let path = run.dir.join("metrics.csv");
-    let rows = crate::train::metrics::read_rows(&path)?;
     let finite: Vec<&MetricsRow> = rows.iter().filter(|r| r.target_acc.is_finite()).collect();
     let best = finite.iter().map(|r| r.target_acc).fold(f64::NAN, f64::max);
     let last = rows.last().map(|r| r.target_acc).filter(|a| a.is_finite());

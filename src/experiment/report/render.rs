@@ -48,6 +48,14 @@ pub fn fmt_diff(d: f64) -> String {
     }
 }
 
+/// A per-seed difference in points: `+1.5 ± 0.7`, or just `fmt_diff` of the mean (n = 1).
+pub fn fmt_diff_sd(stat: &Stat) -> String {
+    match stat.sd {
+        Some(sd) => format!("{} ± {sd:.1}", fmt_diff(stat.mean)),
+        None => fmt_diff(stat.mean),
+    }
+}
+
 /// Three significant digits, in fixed point from 0.1 up and in scientific notation below
 /// (CORAL distances span from 1e-3 to 1e3 across backbones).
 pub fn fmt_sig3(x: f64) -> String {
@@ -132,10 +140,6 @@ fn paired_table(paired: &[Paired]) -> String {
     let rows: Vec<Vec<String>> = paired
         .iter()
         .map(|p| {
-            let gain = match p.gain.sd {
-                Some(sd) => format!("{} ± {sd:.1}", fmt_diff(p.gain.mean)),
-                None => fmt_diff(p.gain.mean),
-            };
             let ratio = match (&p.distance_baseline, &p.distance_adapted) {
                 (Some(b), Some(a)) if a.mean > 0.0 => format!("{:.1}×", b.mean / a.mean),
                 _ => DASH.into(),
@@ -144,7 +148,7 @@ fn paired_table(paired: &[Paired]) -> String {
                 p.transfer.label(),
                 p.lambda.to_string(),
                 p.seeds.len().to_string(),
-                gain,
+                fmt_diff_sd(&p.gain),
                 format!("{} of {}", p.improved, p.seeds.len()),
                 fmt_distance(&p.distance_baseline),
                 fmt_distance(&p.distance_adapted),
