@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use anyhow::{bail, Result};
 use serde::{Deserialize, Serialize};
 
-use crate::model::backbone::{Backbone, Finetune};
+use crate::model::backbone::{Backbone, Finetune, Head};
 
 /// Where the run's tensors live.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
@@ -67,6 +67,9 @@ pub struct TrainConfig {
     pub backbone: Backbone,
     /// ImageNet-pretrained weights (`.safetensors`), loaded strictly by name.
     pub weights: PathBuf,
+    /// The new last layer: `linear` (the paper's fc8) or `relu` (torchvision's SqueezeNet
+    /// classifier, whose outputs are >= 0; SqueezeNet only, for comparison with older runs).
+    pub head: Head,
     /// Weight of the CORAL loss; paper: per shift (A->W 0.8, ...), 0 = no adaptation.
     pub lambda: f64,
     /// SGD iterations; paper: 2000.
@@ -129,6 +132,7 @@ impl Default for TrainConfig {
             target: "webcam".into(),
             backbone: Backbone::Caffenet,
             weights: PathBuf::from("weights/caffenet-imagenet.safetensors"),
+            head: Head::Linear,
             lambda: 0.8,
             iterations: 2000,
             batch_size: 128,
@@ -233,6 +237,14 @@ impl TrainConfig {
                 self.backbone
             );
         }
+        if !self.backbone.supports_head(self.head) {
+            bail!(
+                "head {} is torchvision's SqueezeNet classifier (a ReLU before the pool); {}'s fc8 is a linear \
+                 layer: use head linear",
+                self.head.name(),
+                self.backbone
+            );
+        }
         if self.source == self.target {
             bail!("source and target are the same domain ({:?})", self.source);
         }
@@ -284,6 +296,8 @@ mod tests {
             c.finetune = Finetune::Fc;
         });
         assert!(fc.contains("squeezenet1_1") && fc.contains("fully connected"), "{fc}");
+        let relu = bad(|c| c.head = Head::Relu);
+        assert!(relu.contains("caffenet") && relu.contains("head linear"), "{relu}");
     }
 
     #[test]

@@ -9,7 +9,7 @@ use anyhow::{ensure, Context, Result};
 use serde::Serialize;
 
 use crate::config::{DeviceChoice, Precision, ResizeFilter, TrainConfig};
-use crate::model::backbone::{Backbone, Finetune};
+use crate::model::backbone::{Backbone, Finetune, Head};
 
 /// The flags of `train` that set config fields; a flag not given keeps the value it had.
 #[derive(Debug, Default, Clone, clap::Args, Serialize)]
@@ -33,6 +33,11 @@ pub struct ConfigFlags {
     #[arg(long)]
     #[serde(skip_serializing_if = "Option::is_none")]
     pub weights: Option<PathBuf>,
+    /// The new last layer: linear (the paper's fc8) or relu (torchvision's SqueezeNet
+    /// classifier, outputs >= 0; SqueezeNet only).
+    #[arg(long, value_enum)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub head: Option<Head>,
     /// CORAL weight; 0 trains without adaptation.
     #[arg(long = "lambda", allow_negative_numbers = true)]
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -203,6 +208,7 @@ mod tests {
             target: Some("amazon".into()),
             backbone: Some(Backbone::Squeezenet1_1),
             weights: Some("w.safetensors".into()),
+            head: Some(Head::Relu),
             lambda: Some(0.25),
             iterations: Some(7),
             batch_size: Some(3),
@@ -234,7 +240,7 @@ mod tests {
             }
         }
         assert_eq!((cfg.momentum, cfg.lr_gamma, cfg.weight_decay), (0.8, 0.5, 0.0));
-        assert_eq!(given.len(), 25, "a flag without a field, or a field counted twice");
+        assert_eq!(given.len(), 26, "a flag without a field, or a field counted twice");
         // A flag not given keeps the base value.
         let cfg = ConfigFlags { lr: Some(0.1), ..Default::default() }.apply(&base).unwrap();
         assert_eq!(cfg, TrainConfig { lr: 0.1, ..base });

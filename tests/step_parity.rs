@@ -46,8 +46,9 @@
 //!   tolerance, so the CORAL gradient is part of what is compared.
 //!
 //! # Learning rates
-//! Lower than the paper's 1e-3: with batches of 4, SqueezeNet at 1e-3 jumps to a class loss of
-//! 5.7 and its ReLU'd outputs collapse towards 0 within 6 iterations, and AlexNet's random
+//! Lower than the paper's 1e-3: with batches of 4, SqueezeNet at 1e-3 (measured with
+//! torchvision's ReLU head) jumps to a class loss of 5.7 and its outputs collapse towards 0
+//! within 6 iterations, and AlexNet's random
 //! fc6/fc7 diverge within 3 (as in tests/finetune.rs), regimes where float32 rounding is
 //! amplified chaotically. SqueezeNet runs at 3e-4, AlexNet at 1e-5.
 //!
@@ -60,13 +61,14 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::Mutex;
 
-use deep_coral::config::{DeviceChoice, TrainConfig};
+use deep_coral::config::{DeviceChoice, Precision, TrainConfig};
 use deep_coral::data::transfer::{load_images, scan};
 use deep_coral::model::backbone::{Backbone, Finetune};
 use deep_coral::train::checkpoint::Streams;
+use deep_coral::train::coral;
 use deep_coral::train::model::Model;
 use deep_coral::train::runtime;
-use deep_coral::train::step::{next_batch, update, Batch};
+use deep_coral::train::step::{fc8_outputs, next_batch, update, Batch};
 use tch::{nn, Device, Kind, Tensor};
 
 /// Iterations, the lr step inside them, images per domain per iteration.
@@ -159,7 +161,6 @@ fn head_with_masks(model: &Model, backbone: Backbone, first: &Tensor, masks: &[T
     tch::no_grad(|| match backbone {
         Backbone::Squeezenet1_1 => (first * &masks[0])
             .conv2d(&v["classifier.1.weight"], Some(&v["classifier.1.bias"]), [1, 1], [0, 0], [1, 1], 1)
-            .relu()
             .mean_dim(&[2i64, 3][..], false, Kind::Float),
         Backbone::Alexnet => {
             let fc = |h: &Tensor, n: usize| {
@@ -239,6 +240,7 @@ fn run_case(case: &Case, data_root: &Path, dir: &Path) -> Outcome {
     };
     cfg.validate().unwrap();
     assert!(cfg.channels_last, "the default layout is the one tested");
+    assert_eq!(cfg.head, deep_coral::model::backbone::Head::Linear, "the default (linear) fc8 is the one tested");
     let label = format!("{} lambda {}", case.backbone, case.lambda);
 
     // --- deep-coral: K iterations through the production step, recording what it was fed.
@@ -304,7 +306,7 @@ fn run_case(case: &Case, data_root: &Path, dir: &Path) -> Outcome {
     drop(dump);
     let config = dir.join("config.json");
     let json = serde_json::json!({
-        "backbone": cfg.backbone.name(), "iterations": K, "lr": cfg.lr, "lr_step": cfg.lr_step,
+        "backbone": cfg.backbone.name(), "head": cfg.head.name(), "iterations": K, "lr": cfg.lr, "lr_step": cfg.lr_step,
         "lr_gamma": cfg.lr_gamma, "momentum": cfg.momentum, "weight_decay": cfg.weight_decay,
         "lambda": cfg.lambda, "torch_sgd": case.torch_sgd,
     });
@@ -464,4 +466,48 @@ fn squeezenet_steps_match_an_independent_pytorch_implementation() {
 #[test]
 fn alexnet_steps_match_an_independent_pytorch_implementation() {
     parity(Backbone::Alexnet, alexnet_weights, 1.0, 1e-5);
+}
+
+fn relative(a: f64, b: f64) -> f64 {
+    (a - b).abs() / b.abs()
+}
+
+/// Under bf16 the backbone runs in bfloat16, but the CORAL loss a step minimises is the
+/// float32 one of its fc8 outputs: it equals a float64 CORAL of the very same outputs to
+/// 1e-5 relative (float32 summation), where a covariance computed in bf16 itself would be
+/// off by far more (the cancellation of C_S − C_T that bf16 spoils).
+#[test]
+fn a_bf16_step_computes_coral_in_float32_on_its_fc8_outputs() {
+    // Seeds and draws from libtorch's one generator twice (the test's forward, then the step's).
+    let _rng = LIBTORCH_RNG.lock().unwrap_or_else(|e| e.into_inner());
+    tch::manual_seed(0);
+    let cfg = TrainConfig {
+        backbone: Backbone::Squeezenet1_1,
+        lambda: 1.0,
+        precision: Precision::Bf16,
+        batch_size: 8,
+        ..TrainConfig::default()
+    };
+    let mut model = Model::with_random_weights(&cfg, 10, Device::Cpu);
+    let image = |shift: f64| Tensor::randn([8, 3, 227, 227], (Kind::Float, Device::Cpu)) + shift;
+    let batch = Batch { source: image(0.0), labels: Tensor::arange(8, (Kind::Int64, Device::Cpu)), target: image(0.5) };
+
+    // The outputs of the step's forward passes (seeded as `update` seeds its dropout).
+    runtime::seed_torch_for_iteration(cfg.seed, 0);
+    let (fs, ft) = fc8_outputs(&model, &cfg, &batch).unwrap();
+    assert_eq!((fs.kind(), ft.kind()), (Kind::Float, Kind::Float));
+    runtime::seed_torch_for_iteration(cfg.seed, 0);
+    let (fs32, _) = fc8_outputs(&model, &TrainConfig { precision: Precision::Fp32, ..cfg.clone() }, &batch).unwrap();
+    assert!(fs.not_equal_tensor(&fs32).any().int64_value(&[]) == 1, "bf16 computed what fp32 does");
+
+    let reference = coral::coral(&fs.to_kind(Kind::Double), &ft.to_kind(Kind::Double)).unwrap().loss.double_value(&[]);
+    let stats = update(&mut model, &cfg, &batch, 0).unwrap();
+    assert!(
+        relative(stats.coral_loss, reference) < 1e-5,
+        "step's CORAL {} against float64 {reference}",
+        stats.coral_loss
+    );
+    let in_bf16 = coral::coral(&fs.to_kind(Kind::BFloat16), &ft.to_kind(Kind::BFloat16)).unwrap();
+    let in_bf16 = in_bf16.loss.to_kind(Kind::Double).double_value(&[]);
+    assert!(relative(in_bf16, reference) > 1e-3, "bf16 covariances {in_bf16} would be as good: {reference}");
 }

@@ -37,7 +37,7 @@ impl Model {
     fn build(cfg: &TrainConfig, num_classes: usize, device: Device, load_weights: bool) -> Result<Model> {
         tch::manual_seed(cfg.seed as i64);
         let mut vs = nn::VarStore::new(device);
-        let net = cfg.backbone.build(&vs.root(), num_classes as i64);
+        let net = cfg.backbone.build_with_head(&vs.root(), num_classes as i64, cfg.head);
         if load_weights {
             weights::load_pretrained(&mut vs, &cfg.weights, cfg.backbone)?;
         }

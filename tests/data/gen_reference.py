@@ -4,7 +4,10 @@ Usage: python gen_reference.py OUT_DIR SHARED_WEIGHTS_DIR
 
 For each backbone writes OUT_DIR/<name>.safetensors (the full state dict the Rust side loads)
 and OUT_DIR/<name>-io.safetensors (a fixed input and the reference logits):
-- squeezenet1_1: torchvision.models.squeezenet1_1 with the real ImageNet weights of ../shared.
+- squeezenet1_1: torchvision.models.squeezenet1_1 with the real ImageNet weights of ../shared;
+  "logits" are torchvision's (its ReLU head, deep-coral's `head relu`), "logits_linear" the
+  same model with `classifier[2]` (the ReLU) replaced by `nn.Identity()` (deep-coral's default
+  linear head).
 - alexnet: torchvision.models.alexnet with the real conv weights of ../shared and a seeded
   random classifier (fc6-fc8 are not available here).
 - caffenet: BVLC CaffeNet written with torch.nn.functional (grouped convs,
@@ -23,16 +26,19 @@ torch.manual_seed(0)
 x = torch.randn(2, 3, 227, 227) * 50.0
 
 
-def write(name, state, logits, inp):
+def write(name, state, logits, inp, **more):
     save_file({k: v.contiguous() for k, v in state.items()}, f"{out}/{name}.safetensors")
-    save_file({"input": inp.contiguous(), "logits": logits.contiguous()}, f"{out}/{name}-io.safetensors")
+    io = {"input": inp, "logits": logits, **more}
+    save_file({k: v.contiguous() for k, v in io.items()}, f"{out}/{name}-io.safetensors")
 
 
 with torch.no_grad():
     sq = torchvision.models.squeezenet1_1()
     sq.load_state_dict(load_file(f"{shared}/squeezenet1_1-caffe-imagenet.safetensors"), strict=True)
     sq.eval()
-    write("squeezenet1_1", sq.state_dict(), sq(x), x)
+    relu_logits = sq(x)
+    sq.classifier[2] = torch.nn.Identity()
+    write("squeezenet1_1", sq.state_dict(), relu_logits, x, logits_linear=sq(x))
 
     ax = torchvision.models.alexnet()
     features = load_file(f"{shared}/alexnet-torchvision-features-imagenet.safetensors")

@@ -14,8 +14,10 @@ IN holds what deep-coral saw, so both sides start from the same numbers:
   it<i>.labels                the source labels, int64
   it<i>.mask.<branch>.<j>     the j-th dropout mask of the source/target branch (0 or 1/(1-p));
                               dropout is multiplication by it
-CONFIG: backbone, iterations, lr, lr_step, lr_gamma, momentum, weight_decay, lambda, and
-torch_sgd (whether to train with the second rule too).
+CONFIG: backbone, head ("linear": the paper's linear fc8, for SqueezeNet the 1x1 conv and the
+pool without torchvision's ReLU between them; "relu": torchvision's classifier), iterations, lr,
+lr_step, lr_gamma, momentum, weight_decay, lambda, and torch_sgd (whether to train with the
+second rule too).
 
 OUT holds, for each of two update rules, the per-iteration losses and the final weights:
   caffe.class_loss, caffe.coral_loss [K] (float64 copies of the float32 values), caffe.<param>
@@ -58,7 +60,7 @@ def lr_at(i):
 def squeezenet1_1(P, x, masks):
     """torchvision's squeezenet1_1: conv 3x3/2, ceil-mode max pools before fires 3, 6 and 9,
     Fire = squeeze 1x1 -> [expand 1x1, expand 3x3] concatenated; classifier = dropout, 1x1
-    conv, ReLU, global average pool."""
+    conv, ReLU (head "relu" only), global average pool."""
     conv = lambda h, n, **kw: F.conv2d(h, P[f"{n}.weight"], P[f"{n}.bias"], **kw)
     h = F.relu(conv(x, "features.0", stride=2))
     for i in (3, 4, 6, 7, 9, 10, 11, 12):
@@ -68,7 +70,9 @@ def squeezenet1_1(P, x, masks):
         h = torch.cat([F.relu(conv(s, f"features.{i}.expand1x1")),
                        F.relu(conv(s, f"features.{i}.expand3x3", padding=1))], 1)
     h = h * masks[0]
-    h = F.relu(conv(h, "classifier.1"))
+    h = conv(h, "classifier.1")
+    if cfg["head"] == "relu":
+        h = F.relu(h)
     return h.mean(dim=(2, 3))
 
 

@@ -51,6 +51,34 @@ impl Finetune {
     }
 }
 
+/// What the new last layer's outputs are: the paper's fc8 is a linear layer, and CORAL (Eq. 1)
+/// aligns those outputs. SqueezeNet has no fully connected fc8; torchvision's classifier
+/// there is dropout -> 1x1 conv -> ReLU -> global average pool, whose outputs are >= 0 and
+/// all-zero wherever the ReLU is closed: a minimum of the CORAL term that passes no gradient
+/// back (a run that falls into it stays at constant outputs; docs/results.md measures it).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum Head {
+    /// fc8 is linear, as the paper's: for SqueezeNet the 1x1 conv and the global average pool
+    /// (both linear, so the pair is one fully connected layer on the pooled features), same
+    /// parameters as torchvision's; AlexNet's and CaffeNet's fc8 are linear already.
+    #[default]
+    Linear,
+    /// torchvision's SqueezeNet classifier, with the ReLU between the 1x1 conv and the pool:
+    /// what every SqueezeNet run before this option trained (their records say so). SqueezeNet
+    /// only.
+    Relu,
+}
+
+impl Head {
+    pub fn name(self) -> &'static str {
+        match self {
+            Head::Linear => "linear",
+            Head::Relu => "relu",
+        }
+    }
+}
+
 /// A backbone cut in two at the layer where `--finetune` starts training:
 /// `forward_t(x) = head(trunk(x, cut), cut)` for every cut the backbone supports, and
 /// `trunk(x, All)` is `x` itself.
@@ -139,13 +167,26 @@ impl Backbone {
         }
     }
 
-    /// Builds the network under `p` with a fresh `num_classes`-way last layer.
+    /// Builds the network under `p` with a fresh `num_classes`-way last layer (the paper's
+    /// linear fc8).
     pub fn build(self, p: &nn::Path, num_classes: i64) -> Box<dyn Network> {
+        self.build_with_head(p, num_classes, Head::Linear)
+    }
+
+    /// `build` with the given last layer; `Head::Relu` exists for SqueezeNet only
+    /// (`supports_head`, checked by `TrainConfig::validate`).
+    pub fn build_with_head(self, p: &nn::Path, num_classes: i64, head: Head) -> Box<dyn Network> {
         match self {
             Backbone::Alexnet => Box::new(alexnet::AlexNet::new(p, num_classes)),
             Backbone::Caffenet => Box::new(caffenet::CaffeNet::new(p, num_classes)),
-            Backbone::Squeezenet1_1 => Box::new(squeezenet::SqueezeNet::new(p, num_classes)),
+            Backbone::Squeezenet1_1 => Box::new(squeezenet::SqueezeNet::new(p, num_classes, head)),
         }
+    }
+
+    /// Whether the backbone has `head`: every backbone has a linear fc8; the ReLU head is
+    /// torchvision's SqueezeNet classifier.
+    pub fn supports_head(self, head: Head) -> bool {
+        head == Head::Linear || self == Backbone::Squeezenet1_1
     }
 
     /// The input convention of the ImageNet weights this backbone is used with.

@@ -1,12 +1,13 @@
 //! SqueezeNet 1.1 (Iandola et al., 2016, <https://arxiv.org/abs/1602.07360>) as torchvision
 //! builds it: ceil-mode max pools, Fire modules at `features.{3,4,6,7,9,10,11,12}`, and a
-//! classifier of dropout, a 1x1 conv (`classifier.1`, the stand-in for fc8), ReLU and global
-//! average pooling.
+//! classifier of dropout, a 1x1 conv (`classifier.1`, the stand-in for fc8) and global average
+//! pooling, with torchvision's ReLU between the last two only under `Head::Relu` (the paper's
+//! fc8 is linear: `Head`).
 
 use tch::nn::{self, ModuleT};
 use tch::Tensor;
 
-use super::{Finetune, Network};
+use super::{Finetune, Head, Network};
 
 #[derive(Debug)]
 struct Fire {
@@ -36,10 +37,11 @@ pub struct SqueezeNet {
     conv1: nn::Conv2D,
     fires: Vec<(usize, Fire)>,
     last: nn::Conv2D,
+    head: Head,
 }
 
 impl SqueezeNet {
-    pub fn new(p: &nn::Path, num_classes: i64) -> Self {
+    pub fn new(p: &nn::Path, num_classes: i64, head: Head) -> Self {
         let f = p / "features";
         let fire = |i: usize, inp, s, e| (i, Fire::new(&f / i.to_string(), inp, s, e, e));
         let (ws_init, bs_init) = super::last_layer_init();
@@ -57,6 +59,7 @@ impl SqueezeNet {
                 fire(12, 512, 64, 256),
             ],
             last: nn::conv2d(p / "classifier" / "1", 512, num_classes, 1, last_cfg),
+            head,
         }
     }
 
@@ -92,9 +95,14 @@ impl Network for SqueezeNet {
         match cut {
             Finetune::All => self.head(&self.features(fs), Finetune::Last, train),
             Finetune::Fc => panic!("squeezenet1_1 has no fully connected layers to fine-tune"),
-            // dropout, the 1x1 conv that stands in for fc8, ReLU, global average pool
+            // dropout, the 1x1 conv that stands in for fc8, (ReLU,) global average pool
             Finetune::Last => {
-                fs.dropout(0.5, train).apply(&self.last).relu().adaptive_avg_pool2d([1, 1]).flatten(1, -1)
+                let scores = fs.dropout(0.5, train).apply(&self.last); // [N, classes, 14, 14]
+                let scores = match self.head {
+                    Head::Linear => scores,
+                    Head::Relu => scores.relu(),
+                };
+                scores.adaptive_avg_pool2d([1, 1]).flatten(1, -1)
             }
         }
     }
