@@ -43,6 +43,29 @@ pub fn check_writable_target(path: &Path) -> Result<()> {
     }
 }
 
+/// `output` must be writable as a whole new file (`check_writable_target`) and must not be one
+/// of the files the command reads (`inputs`; compared as files, so another name of the same
+/// file is caught too): writing it would destroy what the command was given. `what` names the
+/// flag that chose `output` in the message.
+pub fn check_output_not_input(output: &Path, inputs: &[&Path], what: &str) -> Result<()> {
+    use std::os::unix::fs::MetadataExt;
+    if let Ok(o) = std::fs::metadata(output) {
+        for input in inputs {
+            if let Ok(i) = std::fs::metadata(input) {
+                if (i.dev(), i.ino()) == (o.dev(), o.ino()) {
+                    bail!(
+                        "{what} {} is the input {} itself, which this command reads; refusing to overwrite it (choose \
+                         another {what})",
+                        output.display(),
+                        input.display()
+                    );
+                }
+            }
+        }
+    }
+    check_writable_target(output)
+}
+
 /// Opens `path` for appending, creating it (mode 0666 less the umask) if needed, without
 /// following a symbolic link at `path` (`O_NOFOLLOW`).
 pub fn open_append(path: &Path) -> Result<File> {

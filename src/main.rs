@@ -124,18 +124,21 @@ struct CalibrateArgs {
     /// Pilot runs at a time on this machine.
     #[arg(long, default_value_t = 1)]
     jobs: usize,
-    /// Accept lambda when the two losses agree within this factor.
-    #[arg(long, default_value_t = 2.0)]
+    /// Accept lambda when lambda x CORAL loss and the class loss agree within this factor.
+    #[arg(long, default_value_t = deep_coral::experiment::rule::FACTOR)]
     factor: f64,
+    /// The fraction of each pilot's steps, at its end, whose mean losses the rule compares.
+    #[arg(long, default_value_t = deep_coral::experiment::rule::WINDOW)]
+    window: f64,
     /// Iterations of a pilot (default: the spec's; the lr step keeps its place in the schedule).
     #[arg(long)]
     pilot_iterations: Option<usize>,
     /// Pilots per transfer at most.
     #[arg(long, default_value_t = 6)]
     max_pilots: usize,
-    /// Seed of the pilots.
-    #[arg(long, default_value_t = 1)]
-    seed: u64,
+    /// Seeds of every pilot (comma list); the rule pools them.
+    #[arg(long, value_delimiter = ',', default_values_t = [1u64, 2])]
+    seeds: Vec<u64>,
     /// The calibrated spec to write (default experiments/<name>-calibrated.json).
     #[arg(long)]
     write: Option<PathBuf>,
@@ -381,17 +384,19 @@ fn dispatch(cli: Cli, keep_freed_memory: bool) -> Result<ExitCode> {
             anyhow::ensure!(a.jobs >= 1, "--jobs must be at least 1, got {}", a.jobs);
             let opts = CalibrateOptions {
                 factor: a.factor,
+                window: a.window,
                 pilot_iterations: a.pilot_iterations,
                 max_pilots: a.max_pilots,
-                seed: a.seed,
+                seeds: a.seeds.clone(),
                 name: a.name.clone(),
             };
+            opts.validate()?;
+            let path = opts.output_path(&spec, a.write.as_deref())?;
             let launcher = deep_coral::experiment::launcher::Local { jobs: a.jobs };
             let exe = std::env::current_exe().context("locating the deep-coral executable")?;
             let c = calibrate::calibrate(&spec, &a.out, &launcher, &exe, &opts)?;
             let evidence = a.out.join(format!("{}-calibrate", spec.name)).join("calibration.md");
             let out_spec = calibrate::calibrated_spec(&spec, &c, &opts, &evidence);
-            let path = a.write.clone().unwrap_or_else(|| PathBuf::from(format!("experiments/{}.json", out_spec.name)));
             deep_coral::files::write_atomic(&path, out_spec.to_json().as_bytes())?;
             print!("{}", calibrate::markdown(&c, &spec));
             eprintln!("wrote {} (evidence: {})", path.display(), evidence.display());

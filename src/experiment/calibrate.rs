@@ -1,18 +1,24 @@
-//! Lambda by the paper's rule (§3.3, and the authors' per-shift values): "at the end of
-//! training the classification loss and the CORAL loss are roughly the same". For each
-//! transfer of a spec, short pilot runs search lambda in log space until the weighted CORAL
-//! loss `lambda * l_CORAL` and the classification loss at the pilot's last evaluation agree
-//! within a factor (default 2), then a spec with that lambda per transfer (beside lambda = 0)
-//! is written for the sweep to run, with every pilot's losses as evidence.
+//! Lambda by the paper's rule (`rule`: at the end of training the classification loss and
+//! `lambda * l_CORAL` roughly agree): for each transfer of a spec, pilot runs search lambda in
+//! log space until the rule's ratio `r`, read over the last 20% of the steps and pooled over
+//! two seeds (by default), is within a factor (default 2); then a spec with that lambda per
+//! transfer (beside lambda = 0) is written for the sweep to run, with every pilot's losses as
+//! evidence.
 //!
-//! The search: the ratio `r(lambda) = lambda * l_CORAL / l_class` grows with lambda (the CORAL
-//! loss itself falls as its weight grows, so more slowly than lambda). The first pilot runs
-//! at the spec's own nonzero lambda of the transfer (else 1); while every pilot is on one side
-//! of `r = 1`, the next lambda is `lambda / r` (exact if the CORAL loss did not depend on
-//! lambda), at most 1000x away; once pilots bracket `r = 1`, the next one is the secant of
-//! `log r` against `log lambda` between the two nearest, kept inside the bracket. A pilot that
-//! diverges counts as "too large". After `max_pilots` the pilot with `|log r|` smallest is
-//! taken, and the output says it is outside the factor.
+//! Pilots run the spec's own schedule (the length of the real runs, unless
+//! `--pilot-iterations` says otherwise) with `log_steps` on, so the window is read from every
+//! step. They evaluate the target only at the start and the end: the rule reads training
+//! losses, and an evaluation draws none of training's random numbers, so a pilot trains
+//! exactly as the real run of the same lambda and seed does.
+//!
+//! The search: `r(lambda)` grows with lambda (the CORAL loss itself falls as its weight grows,
+//! so more slowly than lambda). The first pilot runs at the spec's own nonzero lambda of the
+//! transfer (else 1); while every pilot is on one side of `r = 1`, the next lambda is
+//! `lambda / r` (exact if the CORAL loss did not depend on lambda), at most 1000x away; once
+//! pilots bracket `r = 1`, the next one is the secant of `log r` against `log lambda` between
+//! the two nearest, kept inside the bracket. A pilot with a seed that diverges counts as "too
+//! large". After `max_pilots` the pilot with `|log r|` smallest is taken, and the output says
+//! it is outside the factor.
 //!
 //! Pilots are ordinary runs of a sweep, in `<results>/<name>-calibrate/<src>_<tgt>/lambda_<x>/
 //! seed_<n>/`: a calibration stopped part-way resumes, and finished pilots are not rerun.
@@ -24,46 +30,107 @@ use anyhow::{bail, Context, Result};
 use serde::{Deserialize, Serialize};
 
 use crate::experiment::launcher::Launcher;
+use crate::experiment::rule::{self, WindowLosses};
 use crate::experiment::run_state::RunState;
 use crate::experiment::spec::{Spec, Transfer};
 use crate::experiment::sweep;
 use crate::files::write_atomic;
-use crate::train::metrics::{self, RunRecord, Status};
+use crate::train::metrics::{RunRecord, Status};
 
 /// How to search.
 #[derive(Debug, Clone)]
 pub struct CalibrateOptions {
     /// Accept a lambda when `1/factor <= r <= factor`.
     pub factor: f64,
+    /// The fraction of the steps, at the end of a pilot, that the rule reads.
+    pub window: f64,
     /// Pilot length; `None` = the spec's own iterations. The learning-rate step keeps its
     /// place as a fraction of the schedule.
     pub pilot_iterations: Option<usize>,
     /// Pilots per transfer at most.
     pub max_pilots: usize,
-    /// The seed of every pilot.
-    pub seed: u64,
+    /// The seeds every pilot runs with; the rule pools them.
+    pub seeds: Vec<u64>,
     /// Name of the calibrated spec (default `<name>-calibrated`).
     pub name: Option<String>,
 }
 
 impl Default for CalibrateOptions {
     fn default() -> Self {
-        Self { factor: 2.0, pilot_iterations: None, max_pilots: 6, seed: 1, name: None }
+        Self {
+            factor: rule::FACTOR,
+            window: rule::WINDOW,
+            pilot_iterations: None,
+            max_pilots: 6,
+            seeds: vec![1, 2],
+            name: None,
+        }
     }
 }
 
-/// One pilot run and what it ended with.
+impl CalibrateOptions {
+    /// Refuses options the search cannot use, before any pilot runs.
+    pub fn validate(&self) -> Result<()> {
+        if !(self.factor > 1.0 && self.factor.is_finite()) {
+            bail!("--factor must be a number > 1, got {}", self.factor);
+        }
+        if !(self.window > 0.0 && self.window <= 1.0) {
+            bail!("--window must be a fraction of the iterations in (0, 1], got {}", self.window);
+        }
+        if self.max_pilots == 0 {
+            bail!("--max-pilots must be at least 1");
+        }
+        if self.seeds.is_empty() {
+            bail!("--seeds must name at least one seed (the rule pools two by default)");
+        }
+        if self.pilot_iterations == Some(0) {
+            bail!("--pilot-iterations must be positive, got 0");
+        }
+        Ok(())
+    }
+
+    /// The calibrated experiment's name.
+    pub fn output_name(&self, spec: &Spec) -> String {
+        self.name.clone().unwrap_or_else(|| format!("{}-calibrated", spec.name))
+    }
+
+    /// Where the calibrated spec goes (`write`, else `experiments/<name>.json`), checked before
+    /// any pilot runs: a plain experiment name, a folder that exists, a file that is not the
+    /// input spec.
+    pub fn output_path(&self, spec: &Spec, write: Option<&Path>) -> Result<PathBuf> {
+        let name = self.output_name(spec);
+        if !crate::experiment::spec::is_plain_name(&name) {
+            bail!("--name must be a plain folder name (no `/`, not empty, `.` or `..`), got {name:?}");
+        }
+        let path = write.map_or_else(|| PathBuf::from(format!("experiments/{name}.json")), Path::to_path_buf);
+        let parent = path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
+        if !parent.is_dir() {
+            bail!(
+                "the calibrated spec would be written to {}, but folder {} does not exist here: run from the \
+                 repository root, or pass --write PATH",
+                path.display(),
+                parent.display()
+            );
+        }
+        crate::files::check_output_not_input(&path, &[&spec.path], "--write")?;
+        Ok(path)
+    }
+}
+
+/// One pilot lambda of one transfer, over the pilot seeds, and what it ended with.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Pilot {
     pub lambda: f64,
-    /// The run folder.
-    pub dir: PathBuf,
-    /// Classification loss at the last evaluation (mean of the steps since the one before).
+    /// The run folders, one per seed.
+    pub dirs: Vec<PathBuf>,
+    /// Mean classification loss over the window, pooled over the seeds.
     pub class_loss: f64,
-    /// `lambda * l_CORAL` at the last evaluation.
+    /// `lambda` x the mean CORAL loss over the window, pooled over the seeds.
     pub weighted_coral_loss: f64,
-    /// `weighted_coral_loss / class_loss`; infinite for a pilot that diverged.
+    /// `weighted_coral_loss / class_loss`; infinite when a seed diverged.
     pub ratio: f64,
+    /// Each seed's own ratio, in the order of `dirs`.
+    pub seed_ratios: Vec<f64>,
 }
 
 /// The lambda chosen for one transfer, with its evidence.
@@ -81,53 +148,75 @@ pub struct TransferCalibration {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Calibration {
     pub factor: f64,
+    /// The fraction of the steps at the end of each pilot that the rule read.
+    pub window: f64,
     pub pilot_iterations: usize,
+    pub seeds: Vec<u64>,
     pub transfers: Vec<TransferCalibration>,
 }
 
-/// The pilots' experiment: the spec's settings on a (possibly shorter) schedule, one seed.
+/// The pilots' experiment: the spec's settings on a (possibly shorter) schedule, every step
+/// logged, the target evaluated at the start and the end only, the pilot seeds.
 fn pilot_spec(spec: &Spec, opts: &CalibrateOptions) -> Spec {
     let mut train = spec.train.clone();
     if let Some(n) = opts.pilot_iterations {
         let frac = |k: usize| ((k as f64) * n as f64 / train.iterations as f64).round().max(1.0) as usize;
         train.lr_step = frac(train.lr_step);
-        train.eval_every = frac(train.eval_every).min(n);
         train.iterations = n;
     }
+    train.eval_every = train.iterations;
+    train.log_steps = true;
     Spec {
         name: format!("{}-calibrate", spec.name),
         description: format!("pilot runs of `deep-coral calibrate` for {}", spec.name),
         train,
         transfers: Vec::new(),
-        seeds: vec![opts.seed],
+        seeds: opts.seeds.clone(),
         paper_table: None,
         paper_curves: None,
         ..spec.clone()
     }
 }
 
-/// Reads how pilot run `dir` (at `lambda`) ended.
-fn read_pilot(dir: &Path, lambda: f64) -> Result<Pilot> {
-    let record = RunRecord::read(&dir.join("run.json"))?;
-    if record.status == Status::Diverged {
-        return Ok(Pilot {
-            lambda,
-            dir: dir.into(),
-            class_loss: f64::NAN,
-            weighted_coral_loss: f64::NAN,
-            ratio: f64::INFINITY,
-        });
+/// Reads how the pilot runs `dirs` (one per seed, at `lambda`) ended.
+fn read_pilot(dirs: &[PathBuf], lambda: f64, window: f64) -> Result<Pilot> {
+    let mut windows = Vec::new();
+    let mut seed_ratios = Vec::new();
+    for dir in dirs {
+        let record = RunRecord::read(&dir.join("run.json"))?;
+        if record.status == Status::Diverged {
+            seed_ratios.push(f64::INFINITY);
+            continue;
+        }
+        let w = WindowLosses::of_run(dir, &record, window)?
+            .with_context(|| format!("pilot {}: its steps do not cover the last {window} of the run", dir.display()))?;
+        seed_ratios.push(finite_or_inf(rule::ratio(lambda, &[w])));
+        windows.push(w);
     }
-    let rows = metrics::read_rows(&dir.join("metrics.csv"))?;
-    let last = rows.last().with_context(|| format!("{} has no rows", dir.join("metrics.csv").display()))?;
-    let ratio = last.weighted_coral_loss / last.class_loss;
+    let diverged = windows.len() < dirs.len();
+    let pooled = |f: fn(&WindowLosses) -> f64| {
+        let steps: usize = windows.iter().map(|w| w.steps).sum();
+        windows.iter().map(|w| f(w) * w.steps as f64).sum::<f64>() / steps as f64
+    };
+    let (class_loss, coral_loss) =
+        if windows.is_empty() { (f64::NAN, f64::NAN) } else { (pooled(|w| w.class_loss), pooled(|w| w.coral_loss)) };
     Ok(Pilot {
         lambda,
-        dir: dir.into(),
-        class_loss: last.class_loss,
-        weighted_coral_loss: last.weighted_coral_loss,
-        ratio: if ratio.is_finite() { ratio } else { f64::INFINITY },
+        dirs: dirs.to_vec(),
+        class_loss,
+        weighted_coral_loss: lambda * coral_loss,
+        ratio: if diverged { f64::INFINITY } else { finite_or_inf(rule::ratio(lambda, &windows)) },
+        seed_ratios,
     })
+}
+
+/// A ratio that is not a finite number (a zero class loss) counts as "too large".
+fn finite_or_inf(r: f64) -> f64 {
+    if r.is_finite() {
+        r
+    } else {
+        f64::INFINITY
+    }
 }
 
 /// The next lambda to try after `pilots`, or `None` when the last one is within `factor`.
@@ -179,12 +268,7 @@ pub fn calibrate(
     exe: &Path,
     opts: &CalibrateOptions,
 ) -> Result<Calibration> {
-    if !(opts.factor > 1.0 && opts.factor.is_finite()) {
-        bail!("--factor must be a number > 1, got {}", opts.factor);
-    }
-    if opts.max_pilots == 0 {
-        bail!("--max-pilots must be at least 1");
-    }
+    opts.validate()?;
     let base = pilot_spec(spec, opts);
     let mut pilots: Vec<Vec<Pilot>> = vec![Vec::new(); spec.transfers.len()];
     let mut next: Vec<Option<f64>> = spec
@@ -201,25 +285,44 @@ pub fn calibrate(
         let mut round_spec = base.clone();
         round_spec.transfers =
             todo.iter().map(|&(i, l)| Transfer { lambdas: vec![l], ..spec.transfers[i].clone() }).collect();
-        // A pilot that diverges fails its sweep, and is still evidence ("lambda too large").
-        let swept = sweep::sweep_spec(&round_spec, results_root, launcher, exe);
-        if let Ok(Some(sig)) = swept.as_ref().map(|s| s.interrupted_by) {
+        let runs = round_spec.runs(results_root);
+        // A pilot that diverges fails its sweep, and is still evidence ("lambda too large"):
+        // a sweep would run it again, so only the pilots that have not ended are swept.
+        let mut to_sweep = round_spec.clone();
+        to_sweep.transfers.retain(|t| {
+            runs.iter().any(|r| r.config.source == t.source && r.config.target == t.target && !pilot_ended(&r.dir))
+        });
+        let swept = match to_sweep.transfers.is_empty() {
+            true => Ok(None),
+            false => sweep::sweep_spec(&to_sweep, results_root, launcher, exe).map(|s| s.interrupted_by),
+        };
+        if let Ok(Some(sig)) = swept {
             bail!("calibration stopped by signal {sig}; run it again to resume the pilots");
         }
-        let runs = round_spec.runs(results_root);
-        for ((i, lambda), run) in todo.into_iter().zip(&runs) {
-            if RunState::read(&run.dir) != RunState::Done && !run_diverged(&run.dir) {
-                let why = swept.as_ref().err().map_or(String::new(), |e| format!(" ({e:#})"));
-                bail!("pilot {} did not finish{why}; see {}", run.dir.display(), run.dir.join("train.log").display());
+        for (i, lambda) in todo {
+            let t = &spec.transfers[i];
+            // This transfer's one lambda, every seed.
+            let dirs: Vec<PathBuf> = runs
+                .iter()
+                .filter(|r| r.config.source == t.source && r.config.target == t.target)
+                .map(|r| r.dir.clone())
+                .collect();
+            for dir in &dirs {
+                if !pilot_ended(dir) {
+                    let why = swept.as_ref().err().map_or(String::new(), |e| format!(" ({e:#})"));
+                    bail!("pilot {} did not finish{why}; see {}", dir.display(), dir.join("train.log").display());
+                }
             }
-            let pilot = read_pilot(&run.dir, lambda)?;
+            let pilot = read_pilot(&dirs, lambda, opts.window)?;
+            let per_seed: Vec<String> = pilot.seed_ratios.iter().map(|r| format!("{r:.3}")).collect();
             eprintln!(
-                "  {}: lambda {} -> class {:.4}, lambda*coral {:.4}, ratio {:.3}",
-                spec.transfers[i].name(),
+                "  {}: lambda {} -> class {:.4}, lambda*coral {:.4}, ratio {:.3} (seeds: {})",
+                t.name(),
                 lambda,
                 pilot.class_loss,
                 pilot.weighted_coral_loss,
-                pilot.ratio
+                pilot.ratio,
+                per_seed.join(", ")
             );
             pilots[i].push(pilot);
             next[i] = next_lambda(&pilots[i], opts.factor)
@@ -236,29 +339,44 @@ pub fn calibrate(
                 source: t.source.clone(),
                 target: t.target.clone(),
                 lambda: chosen.lambda,
-                within_factor: chosen.ratio >= 1.0 / opts.factor && chosen.ratio <= opts.factor,
+                within_factor: rule::holds(chosen.ratio, opts.factor),
                 pilots: ps.clone(),
             }
         })
         .collect();
-    let calibration = Calibration { factor: opts.factor, pilot_iterations: base.train.iterations, transfers };
+    let calibration = Calibration {
+        factor: opts.factor,
+        window: opts.window,
+        pilot_iterations: base.train.iterations,
+        seeds: opts.seeds.clone(),
+        transfers,
+    };
     let dir = results_root.join(&base.name);
     write_atomic(&dir.join("calibration.json"), (serde_json::to_string_pretty(&calibration)? + "\n").as_bytes())?;
     write_atomic(&dir.join("calibration.md"), markdown(&calibration, spec).as_bytes())?;
     Ok(calibration)
 }
 
-fn run_diverged(dir: &Path) -> bool {
-    RunRecord::read(&dir.join("run.json")).is_ok_and(|r| r.status == Status::Diverged)
+/// A pilot run that finished or diverged: either is evidence, and neither is run again.
+fn pilot_ended(dir: &Path) -> bool {
+    RunState::read(dir) == RunState::Done
+        || RunRecord::read(&dir.join("run.json")).is_ok_and(|r| r.status == Status::Diverged)
 }
 
 /// The evidence as a markdown table: every pilot of every transfer.
 pub fn markdown(c: &Calibration, spec: &Spec) -> String {
+    let seeds: Vec<String> = c.seeds.iter().map(|s| s.to_string()).collect();
     let mut s = format!(
-        "# Lambda by the paper's rule: {}\n\nPilots of {} iterations; accepted when lambda x CORAL loss and the \
-         classification loss at the last evaluation agree within a factor {}.\n\n\
-         | transfer | lambda | class loss | lambda x CORAL | ratio | chosen |\n|---|---|---|---|---|---|\n",
-        spec.name, c.pilot_iterations, c.factor
+        "# Lambda by the paper's rule: {}\n\nPilots of {} iterations, seeds {}; accepted when lambda x CORAL loss \
+         and the classification loss agree within a factor {}, both the mean over the last {}% of the steps (iteration \
+         {} on), pooled over the seeds. Per seed: each seed's own ratio.\n\n\
+         | transfer | lambda | class loss | lambda x CORAL | ratio | per seed | chosen |\n|---|---|---|---|---|---|---|\n",
+        spec.name,
+        c.pilot_iterations,
+        seeds.join(", "),
+        c.factor,
+        100.0 * c.window,
+        rule::window_start(c.pilot_iterations, c.window)
     );
     for t in &c.transfers {
         for p in &t.pilots {
@@ -271,10 +389,17 @@ pub fn markdown(c: &Calibration, spec: &Spec) -> String {
             } else {
                 ""
             };
+            let per_seed: Vec<String> = p.seed_ratios.iter().map(|r| format!("{r:.3}")).collect();
             let _ = writeln!(
                 s,
-                "| {}->{} | {} | {:.4} | {:.4} | {:.3} | {mark} |",
-                t.source, t.target, p.lambda, p.class_loss, p.weighted_coral_loss, p.ratio
+                "| {}->{} | {} | {:.4} | {:.4} | {:.3} | {} | {mark} |",
+                t.source,
+                t.target,
+                p.lambda,
+                p.class_loss,
+                p.weighted_coral_loss,
+                p.ratio,
+                per_seed.join(", ")
             );
         }
     }
@@ -285,18 +410,20 @@ pub fn markdown(c: &Calibration, spec: &Spec) -> String {
 /// saying where the lambdas come from.
 pub fn calibrated_spec(spec: &Spec, c: &Calibration, opts: &CalibrateOptions, evidence: &Path) -> Spec {
     let mut out = spec.clone();
-    out.name = opts.name.clone().unwrap_or_else(|| format!("{}-calibrated", spec.name));
+    out.name = opts.output_name(spec);
     for (t, tc) in out.transfers.iter_mut().zip(&c.transfers) {
         t.lambdas = vec![0.0, tc.lambda];
     }
     let list: Vec<String> = c.transfers.iter().map(|t| format!("{}->{} {}", t.source, t.target, t.lambda)).collect();
+    let seeds: Vec<String> = c.seeds.iter().map(|s| s.to_string()).collect();
     out.description = format!(
-        "{} Lambda per transfer by the paper's rule (deep-coral calibrate, factor {}, pilots of {} iterations, seed \
-         {}; evidence in {}): {}.",
+        "{} Lambda per transfer by the paper's rule (deep-coral calibrate: lambda x CORAL loss against the class loss, \
+         means over the last {}% of {}-iteration pilots pooled over seeds {}, within a factor {}; evidence in {}): {}.",
         spec.description,
-        c.factor,
+        100.0 * c.window,
         c.pilot_iterations,
-        opts.seed,
+        seeds.join(", "),
+        c.factor,
         evidence.display(),
         list.join(", ")
     );
@@ -308,7 +435,7 @@ mod tests {
     use super::*;
 
     fn pilot(lambda: f64, ratio: f64) -> Pilot {
-        Pilot { lambda, dir: PathBuf::new(), class_loss: 1.0, weighted_coral_loss: ratio, ratio }
+        Pilot { lambda, dirs: Vec::new(), class_loss: 1.0, weighted_coral_loss: ratio, ratio, seed_ratios: vec![ratio] }
     }
 
     #[test]
@@ -346,7 +473,23 @@ mod tests {
         .unwrap();
         spec.path = PathBuf::from("x.json");
         let p = pilot_spec(&spec, &CalibrateOptions { pilot_iterations: Some(100), ..Default::default() });
-        assert_eq!((p.train.iterations, p.train.lr_step, p.train.eval_every), (100, 75, 8));
-        assert_eq!((p.name.as_str(), p.seeds.as_slice()), ("x-calibrate", &[1][..]));
+        // The target is evaluated at the start and the end only; every step is logged.
+        assert_eq!((p.train.iterations, p.train.lr_step, p.train.eval_every), (100, 75, 100));
+        assert!(p.train.log_steps);
+        assert_eq!((p.name.as_str(), p.seeds.as_slice()), ("x-calibrate", &[1, 2][..]));
+        // By default the pilots are as long as the real runs.
+        let p = pilot_spec(&spec, &CalibrateOptions::default());
+        assert_eq!((p.train.iterations, p.train.lr_step, p.train.eval_every), (300, 225, 300));
+    }
+
+    #[test]
+    fn bad_options_are_refused_by_name() {
+        let bad = |o: CalibrateOptions| o.validate().unwrap_err().to_string();
+        assert!(bad(CalibrateOptions { factor: 1.0, ..Default::default() }).contains("--factor"));
+        assert!(bad(CalibrateOptions { window: 0.0, ..Default::default() }).contains("--window"));
+        assert!(bad(CalibrateOptions { window: 1.5, ..Default::default() }).contains("--window"));
+        assert!(bad(CalibrateOptions { seeds: vec![], ..Default::default() }).contains("--seeds"));
+        assert!(bad(CalibrateOptions { max_pilots: 0, ..Default::default() }).contains("--max-pilots"));
+        CalibrateOptions::default().validate().unwrap();
     }
 }

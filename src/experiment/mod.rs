@@ -15,6 +15,9 @@ pub mod plot;
 /// Tables from the run records: `run.json` + `metrics.csv` -> mean ± sd over seeds ->
 /// `summary.csv` and `table.md`, beside the paper's Table 1.
 pub mod report;
+/// The paper's rule for lambda as one number: lambda x CORAL loss over the class loss, means
+/// over the last 20% of the steps; read by `calibrate` and `report`.
+pub mod rule;
 /// Where a run stands, read from its folder: done / incomplete / new.
 pub mod run_state;
 /// Experiment specs (JSON): a grid of transfers x lambdas x seeds, and each run's directory.

@@ -413,7 +413,7 @@ fn positive_zero(x: f64) -> f64 {
 
 /// A single path component that stays inside its parent and that file systems accept (at most
 /// 255 bytes, no NUL).
-fn is_plain_name(s: &str) -> bool {
+pub fn is_plain_name(s: &str) -> bool {
     !s.is_empty() && s.len() <= 255 && s != "." && s != ".." && !s.contains(['/', '\\', '\0'])
 }
 

@@ -199,7 +199,7 @@ pub fn read_caffemodel(path: &Path) -> anyhow::Result<Vec<NamedBlob>> {
 /// regular file (a device such as `/dev/null`, a folder), and an `output` that is `input`
 /// itself under any spelling (`./x`, a link, a hard link: the same device and inode).
 pub fn import_caffe(input: &Path, output: &Path, arch: Option<Backbone>) -> anyhow::Result<Vec<(String, Vec<i64>)>> {
-    check_output(input, output)?;
+    files::check_output_not_input(output, &[input], "-o")?;
     let blobs = read_caffemodel(input)?;
     let written: Vec<(String, Vec<i64>)> = blobs.iter().map(|b| (b.name.clone(), b.shape.clone())).collect();
     if let Some(arch) = arch {
@@ -233,22 +233,6 @@ pub fn import_caffe(input: &Path, output: &Path, arch: Option<Backbone>) -> anyh
         f.sync_all().map_err(|e| files::io_context(e, "writing", output))
     })?;
     Ok(written)
-}
-
-/// `output` must be writable as a whole new file: not a link, not a device or folder, and not
-/// `input` (which renaming the new file over it would destroy).
-fn check_output(input: &Path, output: &Path) -> anyhow::Result<()> {
-    use std::os::unix::fs::MetadataExt;
-    if let (Ok(i), Ok(o)) = (std::fs::metadata(input), std::fs::metadata(output)) {
-        if (i.dev(), i.ino()) == (o.dev(), o.ino()) {
-            bail!(
-                "output {} is the input {} itself; refusing to overwrite the caffemodel (choose another -o)",
-                output.display(),
-                input.display()
-            );
-        }
-    }
-    files::check_writable_target(output)
 }
 
 /// What a byte slice turned out not to be, and where.
