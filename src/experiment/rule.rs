@@ -91,12 +91,25 @@ impl WindowLosses {
     /// The window of the finished run in `dir` (its `record`): from `steps.csv` when the run
     /// logged its steps, else from `metrics.csv`. `Ok(None)` when neither covers the window.
     pub fn of_run(dir: &Path, record: &RunRecord, window: f64) -> Result<Option<WindowLosses>> {
+        if record.config.log_steps && dir.join("steps.csv").is_file() {
+            return Self::of_run_rows(dir, record, &[], window);
+        }
+        Self::of_run_rows(dir, record, &metrics::read_rows(&dir.join("metrics.csv"))?, window)
+    }
+
+    /// `of_run` for a reader that has the run's `metrics.csv` rows already.
+    pub fn of_run_rows(
+        dir: &Path,
+        record: &RunRecord,
+        rows: &[MetricsRow],
+        window: f64,
+    ) -> Result<Option<WindowLosses>> {
         let iterations = record.config.iterations;
         let steps_path = dir.join("steps.csv");
         if record.config.log_steps && steps_path.is_file() {
             return Ok(Self::of_steps(&metrics::read_steps(&steps_path)?, iterations, window));
         }
-        Ok(Self::of_rows(&metrics::read_rows(&dir.join("metrics.csv"))?, iterations, window))
+        Ok(Self::of_rows(rows, iterations, window))
     }
 }
 

@@ -16,7 +16,9 @@
 //! The steps, one file each, each a function of the one before:
 //! [`read`] (the experiment folder -> runs found, runs not counted, `spec.json`'s links; then
 //! each done run's accuracies) -> [`stats`] (groups per transfer and lambda, mean ± sd, seeds
-//! missing) and [`paired`] (lambda > 0 against lambda = 0 on the same seeds) -> [`render`] (`table.md` and `summary.csv` as text). [`paper`] is the paper's
+//! missing) and [`paired`] (lambda > 0 against lambda = 0 on the same seeds: intervals, tests,
+//! verdicts, the paper's rule) -> [`render`] (`table.md`, `summary.csv` and `headline.md`, the
+//! paired comparison that the README's headline copies, as text). [`paper`] is the paper's
 //! Table 1 as data. [`report`] runs them in order and writes the two files.
 
 use std::path::{Path, PathBuf};
@@ -112,6 +114,10 @@ pub struct Report {
     pub paper: Option<PaperTable>,
     /// CORAL against lambda = 0, per transfer and adapted lambda.
     pub paired: Vec<paired::Paired>,
+    /// The same averaged over transfers (one adapted lambda each).
+    pub average: Option<paired::Average>,
+    /// The contents of `headline.md` (written when there is a paired comparison).
+    pub headline: Option<String>,
     /// The contents of `table.md`.
     pub markdown: String,
     /// The contents of `summary.csv`.
@@ -136,13 +142,14 @@ pub fn report(experiment_dir: &Path, paper_table: Option<&Path>) -> Result<Repor
         })?),
         None => None,
     };
-    let results = read::run_results(&exp.done)?;
+    let results = &exp.results;
 
     // stats
-    let (groups, columns, missing) = stats::summarize(&results, &exp.incomplete, paper.as_ref());
+    let (groups, columns, missing) = stats::summarize(results, &exp.incomplete, paper.as_ref());
     let no_baseline = stats::without_baseline(&groups, &columns);
     let no_adapted = stats::without_adapted(&groups, &columns);
-    let paired = paired::pair(&results, &columns);
+    let paired = paired::pair(results, &columns);
+    let average = paired::average(&paired, results);
 
     // render
     let title = experiment_dir
@@ -157,15 +164,20 @@ pub fn report(experiment_dir: &Path, paper_table: Option<&Path>) -> Result<Repor
         missing: &missing,
         paper: paper.as_ref(),
         paired: &paired,
+        average: average.as_ref(),
     };
     let markdown = render::table_markdown(&parts, &title);
     let csv = render::summary_csv(&groups);
+    let headline = (!paired.is_empty()).then(|| render::headline(&paired, average.as_ref(), &title));
 
     // write
     let summary_path = experiment_dir.join("summary.csv");
     let table_path = experiment_dir.join("table.md");
     crate::files::write_atomic(&summary_path, csv.as_bytes())?;
     crate::files::write_atomic(&table_path, markdown.as_bytes())?;
+    if let Some(text) = &headline {
+        crate::files::write_atomic(&experiment_dir.join("headline.md"), text.as_bytes())?;
+    }
     Ok(Report {
         groups,
         columns,
@@ -175,6 +187,8 @@ pub fn report(experiment_dir: &Path, paper_table: Option<&Path>) -> Result<Repor
         no_adapted,
         paper,
         paired,
+        average,
+        headline,
         markdown,
         csv,
         summary_csv: summary_path,

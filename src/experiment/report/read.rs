@@ -10,6 +10,7 @@ use std::path::{Path, PathBuf};
 use anyhow::{bail, Context, Result};
 
 use super::{Lambda, Transfer};
+use crate::experiment::rule::{self, WindowLosses};
 use crate::train::metrics::{MetricsRow, RunRecord, Status};
 
 /// One run folder whose `run.json` was read.
@@ -75,8 +76,10 @@ pub struct SpecLinks {
 #[derive(Debug, Clone)]
 pub struct Experiment {
     pub dir: PathBuf,
-    /// Runs with status `done`, sorted by transfer, lambda, seed.
+    /// Runs with status `done` whose files could be read, sorted by transfer, lambda, seed.
     pub done: Vec<FoundRun>,
+    /// What was read of each of `done`, in the same order.
+    pub results: Vec<RunResult>,
     /// All other run folders, sorted by path.
     pub incomplete: Vec<IncompleteRun>,
     pub spec: SpecLinks,
@@ -218,13 +221,16 @@ pub fn load_experiment(experiment_dir: &Path) -> Result<Experiment> {
                         let run = FoundRun { dir: run_dir.clone(), record: *record };
                         if run.record.status != Status::Done {
                             incomplete.push(incomplete_of(&run, rel_dir));
-                        } else if let Err(e) = run_accuracies(&run) {
-                            // Done, but its rows cannot be read: listed, the rest reported.
-                            let mut listed = incomplete_of(&run, rel_dir);
-                            listed.status = format!("done, but not counted: {e:#}");
-                            incomplete.push(listed);
                         } else {
-                            done.push(run);
+                            match run_result(&run) {
+                                Ok(result) => done.push((run, result)),
+                                // Done, but its rows cannot be read: listed, the rest reported.
+                                Err(e) => {
+                                    let mut listed = incomplete_of(&run, rel_dir);
+                                    listed.status = format!("done, but not counted: {e:#}");
+                                    incomplete.push(listed);
+                                }
+                            }
                         }
                     }
                     RunFile::NotRead(status) => unread.push(UnreadRun {
@@ -245,7 +251,7 @@ pub fn load_experiment(experiment_dir: &Path) -> Result<Experiment> {
         );
     }
     let mut known: BTreeMap<String, Transfer> = BTreeMap::new();
-    for r in &done {
+    for (r, _) in &done {
         let t = r.transfer();
         known.insert(t.dir_name(), t);
     }
@@ -255,14 +261,15 @@ pub fn load_experiment(experiment_dir: &Path) -> Result<Experiment> {
         }
     }
     incomplete.extend(unread.into_iter().map(|u| u.into_incomplete(&known)));
-    done.sort_by(|a, b| {
+    done.sort_by(|(a, _), (b, _)| {
         (a.transfer(), Lambda(a.lambda()), a.seed()).cmp(&(b.transfer(), Lambda(b.lambda()), b.seed()))
     });
     incomplete.sort_by(|a, b| a.rel_dir.cmp(&b.rel_dir));
-    Ok(Experiment { dir: experiment_dir.to_path_buf(), done, incomplete, spec })
+    let (done, results) = done.into_iter().unzip();
+    Ok(Experiment { dir: experiment_dir.to_path_buf(), done, results, incomplete, spec })
 }
 
-/// Per-run accuracies (fractions) of the done runs, as read by [`run_accuracies`].
+/// What the report takes from one done run (accuracies as fractions), read by [`run_result`].
 #[derive(Debug, Clone, PartialEq)]
 pub struct RunResult {
     pub transfer: Transfer,
@@ -273,21 +280,29 @@ pub struct RunResult {
     /// ‖C_S − C_T‖_F of the last row of `metrics.csv` (its mean over the last iterations),
     /// NaN where no row has one.
     pub final_distance: f64,
+    /// The mean class and CORAL losses over the last 20% of the steps (`rule::WINDOW`), for the
+    /// paper's rule and the final CORAL loss; `None` where the logs do not cover it.
+    pub window: Option<WindowLosses>,
 }
 
-/// Final and best target accuracy (fractions) of one done run. The final one is `run.json`'s
-/// `final_target_acc`, else the last row of `metrics.csv`; best is the maximum over rows.
-pub fn run_accuracies(run: &FoundRun) -> Result<(f64, f64)> {
-    run_numbers(run).map(|(final_acc, best, _)| (final_acc, best))
-}
-
-/// [`run_accuracies`] and the last logged CORAL distance.
-fn run_numbers(run: &FoundRun) -> Result<(f64, f64, f64)> {
+/// Everything the report takes from one done run's files.
+fn run_result(run: &FoundRun) -> Result<RunResult> {
     let rows = crate::train::metrics::read_rows(&run.dir.join("metrics.csv"))?;
-    run_numbers_of(run, &rows)
+    let (final_acc, best_acc, final_distance) = run_numbers_of(run, &rows)?;
+    Ok(RunResult {
+        transfer: run.transfer(),
+        lambda: run.lambda(),
+        seed: run.seed(),
+        final_acc,
+        best_acc,
+        final_distance,
+        window: WindowLosses::of_run_rows(&run.dir, &run.record, &rows, rule::WINDOW)?,
+    })
 }
 
-/// [`run_numbers`] of `run` from its `metrics.csv` rows, already read.
+/// The final and best target accuracy (fractions) and the last logged CORAL distance of one
+/// done run, from its `metrics.csv` rows, already read. The final accuracy is `run.json`'s
+/// `final_target_acc`, else the last row's; best is the maximum over rows.
 pub fn run_numbers_of(run: &FoundRun, rows: &[MetricsRow]) -> Result<(f64, f64, f64)> {
     let path = run.dir.join("metrics.csv");
     let finite: Vec<&MetricsRow> = rows.iter().filter(|r| r.target_acc.is_finite()).collect();
@@ -304,23 +319,6 @@ pub fn run_numbers_of(run: &FoundRun, rows: &[MetricsRow]) -> Result<(f64, f64, 
     }
     let distance = rows.iter().rev().map(|r| r.coral_distance).find(|d| d.is_finite()).unwrap_or(f64::NAN);
     Ok((final_acc, best, distance))
-}
-
-/// [`run_numbers`] of every run, in order.
-pub fn run_results(done: &[FoundRun]) -> Result<Vec<RunResult>> {
-    done.iter()
-        .map(|run| {
-            let (final_acc, best_acc, final_distance) = run_numbers(run)?;
-            Ok(RunResult {
-                transfer: run.transfer(),
-                lambda: run.lambda(),
-                seed: run.seed(),
-                final_acc,
-                best_acc,
-                final_distance,
-            })
-        })
-        .collect()
 }
 
 #[cfg(test)]

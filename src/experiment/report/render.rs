@@ -4,10 +4,10 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt::Write as _;
 
-use super::paired::Paired;
+use super::paired::{Average, Paired};
 use super::paper::{PaperCell, PaperTable};
 use super::read::IncompleteRun;
-use super::stats::{find_group, without_adapted, without_baseline, GroupSummary, MissingRun, Stat};
+use super::stats::{find_group, without_adapted, without_baseline, Effect, GroupSummary, MissingRun, Stat, Verdict};
 use super::{Lambda, Transfer};
 
 // ---------------------------------------------------------------------------------------
@@ -114,49 +114,218 @@ pub fn markdown_table(header: &[String], rows: &[Vec<String>]) -> String {
 // ---------------------------------------------------------------------------------------
 // CORAL against lambda = 0
 
-/// The paired comparison: a sentence counting the transfers CORAL helps, then one row per
-/// transfer and adapted lambda.
-fn paired_table(paired: &[Paired]) -> String {
+/// `+1.5 [+0.6, +2.4]`: a mean difference in points and its 95% interval (just the mean for one
+/// seed).
+pub fn fmt_effect(e: &Effect) -> String {
+    match e.ci95 {
+        Some((lo, hi)) => format!("{} [{}, {}]", fmt_diff(e.diff.mean), fmt_diff(lo), fmt_diff(hi)),
+        None => fmt_diff(e.diff.mean),
+    }
+}
+
+/// A p-value with two significant digits (`0.25`, `0.062`).
+fn fmt_p(p: f64) -> String {
+    let decimals = if p > 0.0 { (1 - p.log10().floor() as i64).max(2) as usize } else { 2 };
+    format!("{p:.decimals$}")
+}
+
+/// The rule's ratio at the end, marked `✓` within the factor 2 and `✗` outside.
+fn fmt_rule(p: &Paired) -> String {
+    match (p.rule_ratio, p.rule_held()) {
+        (Some(r), Some(true)) => format!("{} ✓", fmt_sig3(r)),
+        (Some(r), _) => format!("{} ✗", fmt_sig3(r)),
+        _ => DASH.into(),
+    }
+}
+
+/// `12.5×`, or the dash.
+fn fmt_ratio(r: Option<f64>) -> String {
+    r.map_or(DASH.to_string(), |r| format!("{}×", fmt_sig3(r)))
+}
+
+/// How the paired rows come out: `better on 2, worse on 0, no difference shown on 4 of 6
+/// transfers`.
+fn verdict_counts(paired: &[Paired]) -> String {
+    let count = |v: Verdict| paired.iter().filter(|p| p.effect.verdict() == v).count();
+    format!(
+        "better on {}, worse on {}, no difference shown on {} of {} transfers",
+        count(Verdict::Better),
+        count(Verdict::Worse),
+        count(Verdict::NoDifferenceShown),
+        paired.len()
+    )
+}
+
+/// The transfers at whose end the rule did not hold, e.g. `D->W (3.10)`.
+fn rule_misses(paired: &[Paired]) -> Vec<String> {
+    paired
+        .iter()
+        .filter(|p| p.rule_held() == Some(false))
+        .map(|p| format!("{} ({})", p.transfer.label(), fmt_sig3(p.rule_ratio.unwrap_or(f64::NAN))))
+        .collect()
+}
+
+/// What the statistics mean, said once for the table and for the headline.
+const PAIRED_NOTE: &str = "Per seed, final target accuracy of λ > 0 minus λ = 0 (the two runs of a seed differ \
+only by the CORAL term: same initial fc8, batches, crops, mirrors, dropout masks); mean [95% confidence interval, \
+Student's t over the seeds]; the verdict is read from the interval alone: \"better\" or \"worse\" when it excludes \
+0, else \"no difference shown\". p: exact two-sided sign-flip permutation test over the seeds (at least 2/2^n: \
+0.0625 for 5 seeds). Rule: λ × l_CORAL / l_class at the end (means over the last 20% of the steps, pooled over the \
+seeds), ✓ within a factor 2 of 1 (the paper's rule), ✗ outside. CORAL loss: l_CORAL (Eq. 2) over the same steps, \
+mean over seeds (a run without steps.csv is read from its metrics.csv rows inside the window); its λ = 0 / λ > 0 ratio is the paper's Fig. 3(c) comparison (there: at least 100×).";
+
+/// The paired comparison: how the transfers come out, one row per transfer and adapted
+/// lambda, the average over transfers, and the transfers where the rule did not hold.
+fn paired_table(paired: &[Paired], average: Option<&Average>) -> String {
     let mut md = String::new();
-    let transfers: BTreeSet<&Transfer> = paired.iter().map(|p| &p.transfer).collect();
-    let helped: BTreeSet<&Transfer> = paired.iter().filter(|p| p.helps()).map(|p| &p.transfer).collect();
-    let _ = writeln!(
-        md,
-        "The two runs of a seed differ only by the CORAL term (same initial fc8, batches, crops, mirrors, dropout \
-         masks). **CORAL raises the final target accuracy on {} of {} transfers** (mean over seeds of λ > 0 minus \
-         λ = 0, in points, > 0). Distance: ‖C_S − C_T‖_F of the fc8 outputs, last logged row (the mean over the \
-         last `eval_every` iterations), mean ± sd over the same seeds.\n",
-        helped.len(),
-        transfers.len()
-    );
-    let header =
-        ["transfer", "λ", "seeds", "final λ > 0 − λ = 0", "seeds better", "distance λ = 0", "distance λ > 0", "ratio"]
-            .map(String::from);
-    let fmt_distance = |d: &Option<Stat>| match d {
+    let _ = writeln!(md, "**CORAL against λ = 0: {}.** {PAIRED_NOTE}\n", verdict_counts(paired));
+    let header = [
+        "transfer",
+        "λ",
+        "seeds",
+        "final λ = 0",
+        "final λ > 0",
+        "λ > 0 − λ = 0 [95% CI]",
+        "p",
+        "verdict",
+        "seeds better",
+        "rule",
+        "CORAL loss λ = 0",
+        "CORAL loss λ > 0",
+        "ratio",
+    ]
+    .map(String::from);
+    let fmt_loss = |d: &Option<Stat>| match d {
         Some(Stat { mean, sd: Some(sd), .. }) => format!("{} ± {}", fmt_sig3(*mean), fmt_sig3(*sd)),
         Some(Stat { mean, .. }) => fmt_sig3(*mean),
         None => DASH.into(),
     };
-    let rows: Vec<Vec<String>> = paired
+    let mut rows: Vec<Vec<String>> = paired
         .iter()
         .map(|p| {
-            let ratio = match (&p.distance_baseline, &p.distance_adapted) {
-                (Some(b), Some(a)) if a.mean > 0.0 => format!("{:.1}×", b.mean / a.mean),
-                _ => DASH.into(),
-            };
             vec![
                 p.transfer.label(),
                 p.lambda.to_string(),
                 p.seeds.len().to_string(),
-                fmt_diff_sd(&p.gain),
+                fmt_mean_sd(&p.baseline_acc),
+                fmt_mean_sd(&p.adapted_acc),
+                fmt_effect(&p.effect),
+                fmt_p(p.effect.p_sign_flip),
+                p.effect.verdict().name().to_string(),
                 format!("{} of {}", p.improved, p.seeds.len()),
-                fmt_distance(&p.distance_baseline),
-                fmt_distance(&p.distance_adapted),
-                ratio,
+                fmt_rule(p),
+                fmt_loss(&p.coral_baseline),
+                fmt_loss(&p.coral_adapted),
+                fmt_ratio(p.coral_ratio()),
             ]
         })
         .collect();
+    if let Some(a) = average {
+        rows.push(vec![
+            "avg".into(),
+            String::new(),
+            a.seeds.len().to_string(),
+            format!("{:.1}", a.baseline_acc),
+            format!("{:.1}", a.adapted_acc),
+            fmt_effect(&a.effect),
+            fmt_p(a.effect.p_sign_flip),
+            a.effect.verdict().name().to_string(),
+            String::new(),
+            String::new(),
+            String::new(),
+            String::new(),
+            String::new(),
+        ]);
+    }
     md.push_str(&markdown_table(&header, &rows));
+    let misses = rule_misses(paired);
+    if !misses.is_empty() {
+        let _ = writeln!(md, "\nThe rule did not hold at the end (ratio outside [0.5, 2]) on: {}.", misses.join(", "));
+    }
+    md
+}
+
+/// `headline.md`: the paired comparison as one compact table with the transfers as columns
+/// (the README's headline is a verbatim copy), and the sentence that reads it.
+pub fn headline(paired: &[Paired], average: Option<&Average>, title: &str) -> String {
+    let mut header = vec![String::new()];
+    let twice = |t: &Transfer| paired.iter().filter(|p| &p.transfer == t).count() > 1;
+    header.extend(paired.iter().map(|p| match twice(&p.transfer) {
+        true => format!("{} (λ = {})", p.transfer.label(), p.lambda),
+        false => p.transfer.label(),
+    }));
+    let with_avg = average.is_some();
+    if with_avg {
+        header.push("avg".into());
+    }
+    let row = |label: &str, cells: Vec<String>, avg: String| {
+        let mut r = vec![label.to_string()];
+        r.extend(cells);
+        if with_avg {
+            r.push(avg);
+        }
+        r
+    };
+    let avg = |f: &dyn Fn(&Average) -> String| average.map_or(String::new(), f);
+    let seeds: BTreeSet<usize> = paired.iter().map(|p| p.seeds.len()).collect();
+    let n = match seeds.len() {
+        1 => format!("{} seeds", seeds.first().expect("one")),
+        _ => "n seeds".into(),
+    };
+    let rows = vec![
+        row("λ", paired.iter().map(|p| p.lambda.to_string()).collect(), String::new()),
+        row(
+            &format!("λ = 0, mean ± sd over {n}"),
+            paired.iter().map(|p| fmt_mean_sd(&p.baseline_acc)).collect(),
+            avg(&|a| format!("{:.1}", a.baseline_acc)),
+        ),
+        row(
+            &format!("λ > 0, mean ± sd over {n}"),
+            paired.iter().map(|p| fmt_mean_sd(&p.adapted_acc)).collect(),
+            avg(&|a| format!("{:.1}", a.adapted_acc)),
+        ),
+        row(
+            "λ > 0 − λ = 0, per seed [95% CI]",
+            paired.iter().map(|p| fmt_effect(&p.effect)).collect(),
+            avg(&|a| fmt_effect(&a.effect)),
+        ),
+        row(
+            "verdict",
+            paired.iter().map(|p| p.effect.verdict().name().to_string()).collect(),
+            avg(&|a| a.effect.verdict().name().to_string()),
+        ),
+        row(
+            "p (sign flip, exact)",
+            paired.iter().map(|p| fmt_p(p.effect.p_sign_flip)).collect(),
+            avg(&|a| fmt_p(a.effect.p_sign_flip)),
+        ),
+        row("rule at the end: λ × l_CORAL / l_class", paired.iter().map(fmt_rule).collect(), String::new()),
+        row(
+            "CORAL loss at the end, λ = 0 / λ > 0",
+            paired.iter().map(|p| fmt_ratio(p.coral_ratio())).collect(),
+            String::new(),
+        ),
+    ];
+    let mut md = format!("Final target accuracy %, {title}.\n\n");
+    md.push_str(&markdown_table(&header, &rows));
+    let _ = write!(md, "\n**CORAL against λ = 0: {}**", verdict_counts(paired));
+    if let Some(a) = average {
+        let _ = write!(
+            md,
+            "; averaged over the {} transfers, {:.1} → {:.1}, a difference of {} ({})",
+            a.transfers,
+            a.baseline_acc,
+            a.adapted_acc,
+            fmt_effect(&a.effect),
+            a.effect.verdict().name()
+        );
+    }
+    md.push('.');
+    let misses = rule_misses(paired);
+    if !misses.is_empty() {
+        let _ = write!(md, " The paper's rule did not hold at the end on {}.", misses.join(", "));
+    }
+    let _ = writeln!(md, "\n\n{PAIRED_NOTE}");
     md
 }
 
@@ -213,6 +382,7 @@ pub struct ReportParts<'a> {
     pub missing: &'a [MissingRun],
     pub paper: Option<&'a PaperTable>,
     pub paired: &'a [Paired],
+    pub average: Option<&'a Average>,
 }
 
 /// `table.md`: the comparison with the paper's Table 1, the per-cell detail and the notes on
@@ -222,7 +392,7 @@ pub fn table_markdown(report: &ReportParts<'_>, title: &str) -> String {
     md.push_str(&main_table(report));
     if !report.paired.is_empty() {
         md.push_str("\n## CORAL against λ = 0, paired by seed\n\n");
-        md.push_str(&paired_table(report.paired));
+        md.push_str(&paired_table(report.paired, report.average));
     }
     md.push_str("\n## Per transfer and λ\n\n");
     md.push_str(&detail_table(report.groups));
@@ -533,7 +703,15 @@ mod tests {
     use super::*;
 
     fn run(source: &str, target: &str, lambda: f64, seed: u64, final_acc: f64, best_acc: f64) -> RunResult {
-        RunResult { transfer: Transfer::new(source, target), lambda, seed, final_acc, best_acc, final_distance: 1.0 }
+        RunResult {
+            transfer: Transfer::new(source, target),
+            lambda,
+            seed,
+            final_acc,
+            best_acc,
+            final_distance: 1.0,
+            window: None,
+        }
     }
 
     #[test]
@@ -578,6 +756,7 @@ mod tests {
             missing: &missing,
             paper: None,
             paired: &[],
+            average: None,
         };
         let md = table_markdown(&parts, "tiny");
         let expected = "\
@@ -630,11 +809,18 @@ Missing (a seed other cells have, with no run folder here): 1
             missing: &[],
             paper: Some(&p),
             paired: &paired,
+            average: None,
         };
         let md = table_markdown(&parts, "sweep");
-        // Both adapted lambdas of A->W beat its lambda = 0 on seed 1; W->D has no lambda = 0.
-        assert!(md.contains("**CORAL raises the final target accuracy on 1 of 1 transfers**"), "{md}");
-        assert!(md.contains("| A->W     | 0.1 | 1     | +4.0                | 1 of 1       | 1.00           | 1.00           | 1.0×  |"), "{md}");
+        // Both adapted lambdas of A->W beat its lambda = 0 on seed 1, but one seed shows no
+        // difference (no interval); W->D has no lambda = 0.
+        assert!(
+            md.contains("**CORAL against λ = 0: better on 0, worse on 0, no difference shown on 2 of 2 transfers.**"),
+            "{md}"
+        );
+        let row = md.lines().find(|l| l.starts_with("| A->W     | 0.1 ")).unwrap();
+        let cells: Vec<&str> = row.split('|').map(str::trim).collect();
+        assert_eq!(cells[3..11], ["1", "60.0", "64.0", "+4.0", "1.00", "no difference shown", "1 of 1", "—"], "{row}");
         assert!(!md.contains("λ, ours (adapted)"), "{md}");
         assert!(md.contains("| ours λ = 0.1: final, 1 seed, no sd "), "{md}");
         assert!(md.contains("| ours λ = 1 - paper D-CORAL "), "{md}");

@@ -32,6 +32,87 @@ impl Stat {
     }
 }
 
+/// What paired differences (one per seed) say about an effect: their mean, a 95% confidence
+/// interval for it, an exact test of "no effect", and the verdict the interval gives.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Effect {
+    pub diff: Stat,
+    /// 95% confidence interval of the mean difference, Student's t with n - 1 degrees of
+    /// freedom: `mean ± t_{0.975, n-1} * sd / sqrt(n)`. `None` for n < 2.
+    pub ci95: Option<(f64, f64)>,
+    /// Two-sided p-value of the exact sign-flip permutation test over seeds: under "no effect"
+    /// each seed's difference is as likely negated, so of the 2^n sign patterns, the share whose
+    /// mean is at least as far from 0 as the one observed. With n seeds it is at least
+    /// 2 / 2^n (0.0625 for 5 seeds): a seed count that small can never reach 0.05 by it.
+    pub p_sign_flip: f64,
+}
+
+/// What the interval of an [`Effect`] says.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Verdict {
+    /// The whole 95% interval is above 0.
+    Better,
+    /// The whole 95% interval is below 0.
+    Worse,
+    /// The interval holds 0 (or there is none, n < 2): the runs do not tell an effect from
+    /// seed noise, whatever the sign of the mean.
+    NoDifferenceShown,
+}
+
+impl Verdict {
+    pub fn name(self) -> &'static str {
+        match self {
+            Verdict::Better => "better",
+            Verdict::Worse => "worse",
+            Verdict::NoDifferenceShown => "no difference shown",
+        }
+    }
+}
+
+impl Effect {
+    /// The effect of paired differences `diffs`; `None` for none.
+    pub fn of(diffs: &[f64]) -> Option<Effect> {
+        let diff = Stat::of(diffs)?;
+        let ci95 = diff.sd.map(|sd| {
+            let half = t_quantile(0.975, diffs.len() - 1) * sd / (diffs.len() as f64).sqrt();
+            (diff.mean - half, diff.mean + half)
+        });
+        Some(Effect { diff, ci95, p_sign_flip: sign_flip_p(diffs) })
+    }
+
+    /// From the interval alone, never from the sign of the mean.
+    pub fn verdict(&self) -> Verdict {
+        match self.ci95 {
+            Some((lo, _)) if lo > 0.0 => Verdict::Better,
+            Some((_, hi)) if hi < 0.0 => Verdict::Worse,
+            _ => Verdict::NoDifferenceShown,
+        }
+    }
+}
+
+/// The `p` quantile of Student's t with `df` degrees of freedom (statrs' inverse CDF).
+pub fn t_quantile(p: f64, df: usize) -> f64 {
+    use statrs::distribution::{ContinuousCDF, StudentsT};
+    StudentsT::new(0.0, 1.0, df as f64).expect("df >= 1").inverse_cdf(p)
+}
+
+/// The exact two-sided sign-flip permutation p-value of `diffs` (see [`Effect::p_sign_flip`]):
+/// all 2^n sign patterns, n at most 20 (a million patterns); beyond that the first 20.
+pub fn sign_flip_p(diffs: &[f64]) -> f64 {
+    let d = &diffs[..diffs.len().min(20)];
+    let observed = d.iter().sum::<f64>().abs();
+    // A pattern "at least as extreme" within rounding of the observed sum counts.
+    let tolerance = 1e-9 * d.iter().map(|x| x.abs()).sum::<f64>().max(1e-300);
+    let patterns = 1u64 << d.len();
+    let extreme = (0..patterns)
+        .filter(|mask| {
+            let sum: f64 = d.iter().enumerate().map(|(i, x)| if mask >> i & 1 == 1 { -x } else { *x }).sum();
+            sum.abs() >= observed - tolerance
+        })
+        .count();
+    extreme as f64 / patterns as f64
+}
+
 /// One transfer and lambda over its done seeds. Accuracies in %.
 #[derive(Debug, Clone, PartialEq)]
 pub struct GroupSummary {
@@ -158,5 +239,35 @@ mod tests {
         // sum of squares 5, over n - 1 = 3
         assert!((s.sd.unwrap() - (5.0f64 / 3.0).sqrt()).abs() < 1e-12);
         assert_eq!(Stat::of(&[7.0]).unwrap().sd, None);
+    }
+
+    /// Reference values: the t quantiles are `scipy.stats.t.ppf(0.975, df)` (tables give 2.776
+    /// and 4.303); the interval is NumPy's `d.mean() -+ 2.7764451051977987 * d.std(ddof=1) /
+    /// sqrt(5)` for `d = [1.5, 0.7, 2.1, 1.0, 1.8]`.
+    #[test]
+    fn t_intervals_match_scipy() {
+        assert!((t_quantile(0.975, 4) - 2.7764451051977987).abs() < 1e-9);
+        assert!((t_quantile(0.975, 2) - 4.302652729749464).abs() < 1e-9);
+        let e = Effect::of(&[1.5, 0.7, 2.1, 1.0, 1.8]).unwrap();
+        let (lo, hi) = e.ci95.unwrap();
+        assert!((lo - 0.7099679293085674).abs() < 1e-12 && (hi - 2.130032070691433).abs() < 1e-12, "{lo} {hi}");
+        assert_eq!(e.verdict(), Verdict::Better);
+        let e = Effect::of(&[1.5, -0.7, 2.1]).unwrap();
+        assert_eq!(e.verdict(), Verdict::NoDifferenceShown, "{e:?}");
+        assert_eq!(Effect::of(&[-1.0, -2.0, -1.5, -1.2]).unwrap().verdict(), Verdict::Worse);
+        assert_eq!(Effect::of(&[3.0]).unwrap().verdict(), Verdict::NoDifferenceShown);
+        assert_eq!(Effect::of(&[]), None);
+    }
+
+    #[test]
+    fn the_sign_flip_test_is_exact() {
+        // All five positive: only the observed pattern and its mirror are as extreme.
+        assert_eq!(sign_flip_p(&[1.5, 0.7, 2.1, 1.0, 1.8]), 2.0 / 32.0);
+        // 3 seeds: at least 2/8.
+        assert_eq!(sign_flip_p(&[1.0, 2.0, 3.0]), 0.25);
+        // [1, -1, 2]: sums of +-1 +-1 +-2 with |sum| >= 2: all but the two where 1 and -1 agree in
+        // sign against 2 (+1 +1 -2 = 0 and -1 -1 +2 = 0): 6 of 8.
+        assert_eq!(sign_flip_p(&[1.0, -1.0, 2.0]), 0.75);
+        assert_eq!(sign_flip_p(&[0.0, 0.0]), 1.0);
     }
 }
