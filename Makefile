@@ -20,7 +20,7 @@ BENCH_OUT ?= target/bench
 
 # libtorch comes from the PyPI torch wheel (PyTorch 2.11, the build the GPU machines carry);
 # .venv/libtorch points at it for torch-sys (see .cargo/config.toml).
-setup: $(VENV)/.ready $(VENV)/.opencv
+setup: $(VENV)/.ready $(VENV)/.opencv $(VENV)/.gdown
 $(VENV)/.ready:
 	python3 -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
@@ -31,6 +31,12 @@ $(VENV)/.ready:
 # OpenCV (the headless wheel): the tests check the default resize against cv2.resize itself.
 $(VENV)/.opencv: $(VENV)/.ready
 	$(PY) -m pip install -q opencv-python-headless==5.1.0.95
+	touch $@
+
+# gdown: `make data` downloads Office-31 from Google Drive with it (its confirmation step for
+# large files); a stamp of its own, so that a virtualenv made before gets it too.
+$(VENV)/.gdown: $(VENV)/.ready
+	$(PY) -m pip install -q gdown==6.5.1
 	touch $@
 
 build: setup
@@ -44,9 +50,12 @@ reproduce: build
 	@if [ "$(EXPERIMENT)" = office31 ]; then $(MAKE) --no-print-directory data weights; fi
 	$(MAKE) --no-print-directory sweep report plot
 
-data: build
-	bash scripts/fetch_office31.sh "$(OFFICE31)"
+# Office-31 into data/office31 (scripts/fetch_office31.sh; OFFICE31=DIR links an existing
+# copy, OFFICE31_URL=... downloads from a mirror instead of Google Drive).
+data: setup
+	PYTHON=$(PY) bash scripts/fetch_office31.sh "$(OFFICE31)"
 
+# CAFFENET_URL=... fetches the CaffeNet .caffemodel from a mirror (weights/README.md).
 weights: build
 	DEEP_CORAL=$(BIN) bash scripts/fetch_weights.sh
 
