@@ -163,7 +163,7 @@ pub fn bench(opts: &BenchOptions) -> Result<BenchReport> {
     for &p in &opts.precisions {
         crate::train::precision::check_supported(p, device)?;
     }
-    let threads = runtime::set_threads(opts.threads);
+    let threads = runtime::set_threads(opts.threads)?;
     let base = config(opts, opts.backbones[0], opts.precisions[0]);
     base.validate()?;
 

@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use anyhow::{bail, Result};
 use serde::{Deserialize, Serialize};
 
-use crate::model::backbone::{Backbone, Finetune, Head};
+use crate::model::backbone::{Backbone, Finetune, Head, NewLayers};
 
 /// Where the run's tensors live.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
@@ -52,6 +52,60 @@ impl Precision {
     }
 }
 
+/// How a run aligns the domains: the registry of the alignment methods of the paper's Table 1
+/// (one file each under `train::align`, which owns its loss and says where it attaches).
+/// `lambda` weighs the method's loss; lambda = 0 is the CNN row (no adaptation).
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Hash, Default, PartialOrd, Ord, Serialize, Deserialize, clap::ValueEnum,
+)]
+#[serde(rename_all = "lowercase")]
+pub enum Method {
+    /// Deep CORAL (Sun & Saenko 2016): the CORAL loss on fc8.
+    #[default]
+    Coral,
+    /// DDC (Tzeng et al. 2014): an adaptation layer of 256 between fc7 and fc8, and the MMD
+    /// with a linear kernel on its outputs.
+    Ddc,
+    /// DAN (Long et al. 2015): multi-kernel MMD on fc6, fc7 and fc8, with the lower
+    /// convolutions (conv1-conv3) frozen.
+    Dan,
+}
+
+impl Method {
+    pub const ALL: [Method; 3] = [Method::Coral, Method::Ddc, Method::Dan];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Method::Coral => "coral",
+            Method::Ddc => "ddc",
+            Method::Dan => "dan",
+        }
+    }
+
+    /// The row of the paper's Table 1 this method's runs with lambda > 0 stand beside.
+    pub fn paper_row(self) -> &'static str {
+        match self {
+            Method::Coral => "D-CORAL",
+            Method::Ddc => "DDC",
+            Method::Dan => "DAN",
+        }
+    }
+
+    /// Width of the adaptation layer the method puts between fc7 and fc8 (DDC: 256, the width
+    /// its paper chose on Office by the MMD, section 4.3).
+    pub fn bottleneck(self) -> Option<i64> {
+        match self {
+            Method::Ddc => Some(256),
+            Method::Coral | Method::Dan => None,
+        }
+    }
+
+    /// Whether the method freezes parameter `name` of `backbone` (DAN: conv1-conv3).
+    pub fn freezes(self, backbone: Backbone, name: &str) -> bool {
+        self == Method::Dan && backbone.is_lower_conv(name)
+    }
+}
+
 /// Everything one source->target training run depends on. Written into `run.json` before
 /// the first step; an experiment spec or `train --config` sets any field by name.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -70,7 +124,9 @@ pub struct TrainConfig {
     /// The new last layer: `linear` (the paper's fc8) or `relu` (torchvision's SqueezeNet
     /// classifier, whose outputs are >= 0; SqueezeNet only, for comparison with older runs).
     pub head: Head,
-    /// Weight of the CORAL loss; paper: per shift (A->W 0.8, ...), 0 = no adaptation.
+    /// The alignment method (`coral`, `ddc`, `dan`); paper: coral.
+    pub method: Method,
+    /// Weight of the method's loss; paper: per shift (A->W 0.8, ...), 0 = no adaptation.
     pub lambda: f64,
     /// SGD iterations; paper: 2000.
     pub iterations: usize,
@@ -122,6 +178,9 @@ pub struct TrainConfig {
     /// Also write `steps.csv`: every iteration's class loss, CORAL loss and distance (the
     /// values `metrics.csv` averages), for comparisons step by step.
     pub log_steps: bool,
+    /// Keep the trained network as `model.safetensors` in the run folder when the run ends
+    /// (about 5 MB for SqueezeNet, 230 MB for AlexNet/CaffeNet); off for large grids.
+    pub save_model: bool,
 }
 
 impl Default for TrainConfig {
@@ -133,6 +192,7 @@ impl Default for TrainConfig {
             backbone: Backbone::Caffenet,
             weights: PathBuf::from("weights/caffenet-imagenet.safetensors"),
             head: Head::Linear,
+            method: Method::Coral,
             lambda: 0.8,
             iterations: 2000,
             batch_size: 128,
@@ -154,6 +214,7 @@ impl Default for TrainConfig {
             precision: Precision::Fp32,
             eval_mirror: false,
             log_steps: false,
+            save_model: true,
         }
     }
 }
@@ -177,7 +238,33 @@ pub fn paper_lambda(source: &str, target: &str) -> Option<f64> {
 /// rule's pilots here reached about 30; six orders of magnitude above is a typo, not a weight.
 pub const MAX_LAMBDA: f64 = 1e6;
 
+/// The cores this process may run on (its CPU affinity and cgroup quota, as the standard
+/// library reads them).
+pub fn cores() -> usize {
+    std::thread::available_parallelism().map_or(1, |n| n.get())
+}
+
+/// A run's libtorch thread count (0 = one per core) must not exceed the cores it runs on:
+/// each thread is a busy-waiting OpenMP worker, so 64 threads on 2 cores ran 24x slower than
+/// one, and 100000 took 7.5 GB and ignored SIGTERM. Checked where the run executes (`train`,
+/// `bench`, a local sweep), not in `validate`: a spec may be written for bigger machines.
+pub fn check_threads(threads: usize) -> Result<()> {
+    let cores = cores();
+    if threads > cores {
+        bail!(
+            "--threads {threads} is more than the {cores} core(s) available here; use at most {cores} (or 0 for one \
+             per core): extra threads only wait for each other"
+        );
+    }
+    Ok(())
+}
+
 impl TrainConfig {
+    /// The layers the run adds to the pretrained network.
+    pub fn new_layers(&self) -> NewLayers {
+        NewLayers { head: self.head, bottleneck: self.method.bottleneck() }
+    }
+
     /// The same config with its paths (data root, weights, feature cache) made absolute against
     /// the current directory, as `run.json` records them.
     pub fn with_absolute_paths(&self) -> TrainConfig {
@@ -244,6 +331,9 @@ impl TrainConfig {
                 self.head.name(),
                 self.backbone
             );
+        }
+        if self.method == Method::Dan && self.finetune == Finetune::Last {
+            bail!("method dan aligns fc6 and fc7 too, which finetune last freezes; use finetune all (or fc)");
         }
         if self.source == self.target {
             bail!("source and target are the same domain ({:?})", self.source);

@@ -43,6 +43,30 @@ pub fn check_writable_target(path: &Path) -> Result<()> {
     }
 }
 
+/// Refuses a folder `path` that is a symbolic link: a link planted where a run keeps a folder
+/// of its own (`checkpoint/`, `plots/`) would make it write, and delete, outside its folder.
+pub fn check_own_dir(path: &Path) -> Result<()> {
+    match std::fs::symlink_metadata(path) {
+        Ok(m) if m.file_type().is_symlink() => bail!(
+            "{} is a symbolic link; refusing to write or delete through it (remove the link first)",
+            path.display()
+        ),
+        Ok(m) if !m.is_dir() => bail!("{} exists and is not a folder", path.display()),
+        _ => Ok(()),
+    }
+}
+
+/// Makes the folder `path` inside an existing parent (never the parent itself: a parent that
+/// vanished is an error, not something to recreate), refusing a link (`check_own_dir`).
+pub fn create_own_dir(path: &Path) -> Result<()> {
+    check_own_dir(path)?;
+    match std::fs::create_dir(path) {
+        Ok(()) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => check_own_dir(path),
+        Err(e) => Err(io_context(e, "creating", path)),
+    }
+}
+
 /// `output` must be writable as a whole new file (`check_writable_target`) and must not be one
 /// of the files the command reads (`inputs`; compared as files, so another name of the same
 /// file is caught too): writing it would destroy what the command was given. `what` names the
@@ -151,8 +175,11 @@ fn set_default_mode(path: &Path) -> std::io::Result<()> {
 /// lives and released by the kernel when the process ends (also by a kill). The file holds the
 /// holder's pid, so a refused second writer can name it.
 pub struct RunLock {
-    _file: File,
+    file: File,
     path: PathBuf,
+    dir: PathBuf,
+    /// The folder's (device, inode) when the lock was taken.
+    dir_id: (u64, u64),
 }
 
 impl RunLock {
@@ -183,7 +210,33 @@ impl RunLock {
         file.set_len(0).and_then(|()| file.rewind()).map_err(|e| io_context(e, "writing", &path))?;
         write!(file, "{}", std::process::id()).map_err(|e| io_context(e, "writing", &path))?;
         file.flush().ok();
-        Ok(RunLock { _file: file, path })
+        let dir_id = file_id(&std::fs::metadata(dir).map_err(|e| io_context(e, "reading", dir))?);
+        Ok(RunLock { file, path, dir: dir.to_path_buf(), dir_id })
+    }
+
+    /// Fails when the run folder is no longer the one this lock was taken in: removed (`rm -rf`
+    /// during the run) or replaced by another folder of the same name, or its lock file is no
+    /// longer this one. Whatever the run writes after that would be lost or land in a folder
+    /// that is not its own, so it must stop instead of reporting success.
+    pub fn check_in_place(&self) -> Result<()> {
+        use std::os::unix::fs::MetadataExt;
+        let here = std::fs::symlink_metadata(&self.dir).ok().map(|m| file_id(&m));
+        let lock_here = std::fs::symlink_metadata(&self.path).ok().map(|m| (m.dev(), m.ino()));
+        let lock_held = self.file.metadata().ok().map(|m| (m.dev(), m.ino()));
+        if here != Some(self.dir_id) {
+            bail!(
+                "the run folder {} was {} during the run; its files are gone, so the run stops without a record",
+                self.dir.display(),
+                if here.is_none() { "removed" } else { "replaced by another folder" }
+            );
+        }
+        if lock_here.is_none() || lock_here != lock_held {
+            bail!(
+                "the lock file {} was removed or replaced during the run (was the folder emptied?); the run stops",
+                self.path.display()
+            );
+        }
+        Ok(())
     }
 
     /// The pid of the process holding `dir`'s lock, if one does (the lock is not taken).
@@ -204,6 +257,12 @@ impl RunLock {
     pub fn path(&self) -> &Path {
         &self.path
     }
+}
+
+/// A file's (device, inode): the same file under any name.
+fn file_id(m: &std::fs::Metadata) -> (u64, u64) {
+    use std::os::unix::fs::MetadataExt;
+    (m.dev(), m.ino())
 }
 
 fn read_pid(file: &mut File) -> Option<u32> {

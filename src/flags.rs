@@ -8,7 +8,7 @@ use std::path::PathBuf;
 use anyhow::{ensure, Context, Result};
 use serde::Serialize;
 
-use crate::config::{DeviceChoice, Precision, ResizeFilter, TrainConfig};
+use crate::config::{DeviceChoice, Method, Precision, ResizeFilter, TrainConfig};
 use crate::model::backbone::{Backbone, Finetune, Head};
 
 /// The flags of `train` that set config fields; a flag not given keeps the value it had.
@@ -38,7 +38,12 @@ pub struct ConfigFlags {
     #[arg(long, value_enum)]
     #[serde(skip_serializing_if = "Option::is_none")]
     pub head: Option<Head>,
-    /// CORAL weight; 0 trains without adaptation.
+    /// Alignment method: coral (Deep CORAL), ddc (an adaptation layer and linear MMD) or dan
+    /// (multi-kernel MMD on fc6-fc8).
+    #[arg(long, value_enum)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub method: Option<Method>,
+    /// Weight of the method's loss; 0 trains without adaptation.
     #[arg(long = "lambda", allow_negative_numbers = true)]
     #[serde(skip_serializing_if = "Option::is_none")]
     pub lambda: Option<f64>,
@@ -121,6 +126,10 @@ pub struct ConfigFlags {
     #[arg(long)]
     #[serde(skip_serializing_if = "std::ops::Not::not")]
     pub log_steps: bool,
+    /// Keep the trained network as model.safetensors in the run folder (default true).
+    #[arg(long, value_name = "BOOL")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub save_model: Option<bool>,
 }
 
 impl ConfigFlags {
@@ -209,6 +218,7 @@ mod tests {
             backbone: Some(Backbone::Squeezenet1_1),
             weights: Some("w.safetensors".into()),
             head: Some(Head::Relu),
+            method: Some(Method::Ddc),
             lambda: Some(0.25),
             iterations: Some(7),
             batch_size: Some(3),
@@ -229,6 +239,7 @@ mod tests {
             precision: Some(Precision::Bf16),
             eval_mirror: true,
             log_steps: true,
+            save_model: Some(false),
         };
         let base = TrainConfig::default();
         let cfg = flags.apply(&base).unwrap();
@@ -240,7 +251,7 @@ mod tests {
             }
         }
         assert_eq!((cfg.momentum, cfg.lr_gamma, cfg.weight_decay), (0.8, 0.5, 0.0));
-        assert_eq!(given.len(), 26, "a flag without a field, or a field counted twice");
+        assert_eq!(given.len(), 28, "a flag without a field, or a field counted twice");
         // A flag not given keeps the base value.
         let cfg = ConfigFlags { lr: Some(0.1), ..Default::default() }.apply(&base).unwrap();
         assert_eq!(cfg, TrainConfig { lr: 0.1, ..base });

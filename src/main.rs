@@ -412,6 +412,8 @@ fn dispatch(cli: Cli, keep_freed_memory: bool) -> Result<ExitCode> {
             let comparison = deep_coral::experiment::report::compare::compare(&a, &b)?;
             print!("{}", comparison.markdown);
             if let Some(path) = &out {
+                let inputs: Vec<&std::path::Path> = comparison.inputs.iter().map(|p| p.as_path()).collect();
+                deep_coral::files::check_output_not_input(path, &inputs, "--out")?;
                 deep_coral::files::write_atomic(path, comparison.markdown.as_bytes())?;
                 eprintln!("wrote {}", path.display());
             }

@@ -7,7 +7,7 @@
 
 mod common;
 
-use deep_coral::model::backbone::{Backbone, Head};
+use deep_coral::model::backbone::{Backbone, Head, NewLayers};
 use deep_coral::model::weights;
 use tch::{nn, Device, Tensor};
 
@@ -28,7 +28,7 @@ fn forward_passes_equal_pytorch() {
     ];
     for (b, head, key) in cases {
         let mut vs = nn::VarStore::new(Device::Cpu);
-        let net = b.build_with_head(&vs.root(), 1000, head);
+        let net = b.build_with(&vs.root(), 1000, NewLayers { head, bottleneck: None });
         weights::load_full(&mut vs, &tmp.path().join(format!("{b}.safetensors")), b).unwrap();
         let io: std::collections::HashMap<String, Tensor> =
             Tensor::read_safetensors(tmp.path().join(format!("{b}-io.safetensors"))).unwrap().into_iter().collect();

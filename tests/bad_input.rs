@@ -116,9 +116,11 @@ fn skip_bad_images_warns_records_them_and_completes() {
 
     // A domain whose every file is bad cannot train, skipping or not.
     let data2 = tmp.path().join("data2");
-    write_domain(&data2, "src", &["a"], 2);
-    std::fs::create_dir_all(data2.join("tgt/a")).unwrap();
-    std::fs::write(data2.join("tgt/a/x.jpg"), b"nope").unwrap();
+    write_domain(&data2, "src", &["a", "b"], 2);
+    for class in ["a", "b"] {
+        std::fs::create_dir_all(data2.join("tgt").join(class)).unwrap();
+        std::fs::write(data2.join("tgt").join(class).join("x.jpg"), b"nope").unwrap();
+    }
     let err = train_fails(&data2, &tmp.path().join("run2"), &["--skip-bad-images"]);
     assert_has(&err, &["no image of tgt could be decoded"]);
 }

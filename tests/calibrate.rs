@@ -10,26 +10,12 @@ mod common;
 
 use std::path::Path;
 
-/// `<root>/<domain>/<class>/` with the first `n` real images of each class, as links.
-fn real_subset(root: &Path, domain: &str, classes: &[&str], n: usize) {
-    let shared = common::shared().join("data/office-caltech10").join(domain);
-    for class in classes {
-        let dir = root.join(domain).join(class);
-        std::fs::create_dir_all(&dir).unwrap();
-        let mut files: Vec<_> = std::fs::read_dir(shared.join(class)).unwrap().map(|e| e.unwrap().path()).collect();
-        files.sort();
-        for f in files.into_iter().take(n) {
-            std::os::unix::fs::symlink(&f, dir.join(f.file_name().unwrap())).unwrap();
-        }
-    }
-}
-
 #[test]
 fn calibrate_writes_a_spec_with_the_rules_lambda_and_its_evidence() {
     let tmp = tempfile::tempdir().unwrap();
     let data = tmp.path().join("data");
     for d in ["amazon", "webcam"] {
-        real_subset(&data, d, &["backpack", "mouse"], 4);
+        common::real_subset(&data, d, d, &["backpack", "mouse"], 4);
     }
     let spec = serde_json::json!({
         "name": "tiny-cal",

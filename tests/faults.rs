@@ -205,7 +205,7 @@ fn a_sweep_after_ctrl_c_resumes_only_the_unfinished_run() {
     let text = serde_json::json!({
         "name": "tiny",
         "train": { "backbone": "squeezenet1_1", "data_root": data, "weights": common::squeezenet_weights(),
-                   "iterations": 16, "batch_size": 2, "eval_every": 2, "device": "cpu", "threads": 1 },
+                   "iterations": 16, "batch_size": 2, "eval_every": 2, "lr": 1e-5, "device": "cpu", "threads": 1 },
         "transfers": [ { "source": "src", "target": "tgt", "lambdas": [0, 1] } ],
         "seeds": [1]
     });

@@ -310,13 +310,19 @@ fn table_md_pairs_each_lambda_with_lambda_zero_by_seed() {
     );
 }
 
-/// Writes a steps.csv of 3 iterations with these class losses.
+/// Writes the steps.csv of the run's 100 iterations, these class losses first and 1.0 after,
+/// and records `log_steps` in its run.json.
 fn write_steps(run: &Path, class_losses: [f64; 3]) {
     let mut csv = "iteration,lr,class_loss,coral_loss,coral_distance,correct\n".to_string();
-    for (i, c) in class_losses.iter().enumerate() {
+    for i in 0..100 {
+        let c = class_losses.get(i).copied().unwrap_or(1.0);
         csv.push_str(&format!("{i},0.001,{c},0.01,0.5,1\n"));
     }
     std::fs::write(run.join("steps.csv"), csv).unwrap();
+    let path = run.join("run.json");
+    let mut record: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+    record["config"]["log_steps"] = true.into();
+    std::fs::write(&path, record.to_string()).unwrap();
 }
 
 #[test]

@@ -5,7 +5,7 @@
 
 mod common;
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Child, Command, Stdio};
 
 use common::{assert_no_tmp, assert_whole_rows, rows_so_far, tiny_data, tiny_train, wait_for};
@@ -166,50 +166,18 @@ fn a_batch_larger_than_a_domain_is_refused() {
     assert!(!out.exists(), "a refused run wrote {}", out.display());
 }
 
-/// A tmpfs of `kib` KiB at a new folder under `root`; None (with the reason printed) where the
-/// test cannot mount one. CI runs as root, so there it must mount.
-fn tmpfs(root: &Path, kib: u64) -> Option<Mount> {
-    let dir = root.join("small-disk");
-    std::fs::create_dir(&dir).unwrap();
-    // SAFETY: geteuid has no preconditions.
-    if unsafe { libc::geteuid() } != 0 {
-        assert!(std::env::var_os("CI").is_none(), "CI must run the full-disk test as root");
-        eprintln!("skipping the full-disk test: it mounts a tmpfs, which needs root");
-        return None;
-    }
-    let st = Command::new("mount").args(["-t", "tmpfs", "-o", &format!("size={kib}k"), "tmpfs"]).arg(&dir).status();
-    assert!(st.is_ok_and(|s| s.success()), "mount -t tmpfs failed as root");
-    Some(Mount(dir))
-}
-
-struct Mount(PathBuf);
-
-impl Drop for Mount {
-    fn drop(&mut self) {
-        Command::new("umount").arg(&self.0).status().ok();
-    }
-}
-
-/// Bytes free on the file system of `dir`.
-fn free_bytes(dir: &Path) -> u64 {
-    let c = std::ffi::CString::new(dir.as_os_str().as_encoded_bytes()).unwrap();
-    // SAFETY: statvfs fills the struct we pass; the path is NUL-terminated.
-    let mut st: libc::statvfs = unsafe { std::mem::zeroed() };
-    assert_eq!(unsafe { libc::statvfs(c.as_ptr(), &mut st) }, 0);
-    st.f_bavail * st.f_frsize
-}
-
 #[test]
 fn a_full_disk_leaves_whole_rows_a_failed_record_and_no_temporary_file() {
     let tmp = tempfile::tempdir().unwrap();
     let data = tiny_data(tmp.path());
-    let Some(disk) = tmpfs(tmp.path(), 256) else { return };
+    let Some(disk) = common::tmpfs(tmp.path(), 256) else { return };
     let out = disk.0.join("run");
     std::fs::create_dir(&out).unwrap();
     // Leave four pages: the lock file, run.json, its temporary copy, and a page or so of rows.
     let filler = disk.0.join("filler");
-    std::fs::write(&filler, vec![0u8; (free_bytes(&disk.0) - 4 * 4096) as usize]).unwrap();
-    let err = refused(&mut tiny_train(&data, &out, &["--iterations", "200", "--eval-every", "1"]));
+    std::fs::write(&filler, vec![0u8; (common::free_bytes(&disk.0) - 4 * 4096) as usize]).unwrap();
+    let err =
+        refused(&mut tiny_train(&data, &out, &["--iterations", "200", "--eval-every", "1", "--save-model", "false"]));
     assert!(err.contains("metrics.csv") && err.contains("disk is full"), "{err}");
     let rows = assert_whole_rows(&out);
     assert!(rows > 10 && rows < 200, "{rows} rows");
@@ -218,7 +186,11 @@ fn a_full_disk_leaves_whole_rows_a_failed_record_and_no_temporary_file() {
 
     // A checkpoint that does not fit: the error names it, and no partial file stays.
     std::fs::remove_file(&filler).unwrap();
-    let err = refused(&mut tiny_train(&data, &out, &["--force", "--iterations", "4", "--checkpoint-every", "2"]));
+    let err = refused(&mut tiny_train(
+        &data,
+        &out,
+        &["--force", "--iterations", "4", "--checkpoint-every", "2", "--save-model", "false"],
+    ));
     assert!(err.contains("checkpoint") && err.contains("disk is full"), "{err}");
     assert_eq!(record(&out).status, Status::Failed);
     assert_no_tmp(&disk.0);

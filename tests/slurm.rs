@@ -173,7 +173,7 @@ fn write_spec(
     let mut spec = json!({
         "name": name,
         "train": { "backbone": "squeezenet1_1", "weights": squeezenet_weights(), "data_root": data,
-                   "iterations": iterations, "eval_every": eval_every, "batch_size": 2, "threads": 1,
+                   "iterations": iterations, "eval_every": eval_every, "batch_size": 2, "lr": 1e-5, "threads": 1,
                    "device": "cpu" },
         "transfers": transfers,
         "seeds": seeds,
@@ -658,7 +658,7 @@ fn a_task_past_its_requeue_cap_fails_saying_the_run_cannot_fit_its_time_limit() 
     let dir = tmp.path().join("run");
     std::fs::create_dir_all(&dir).unwrap();
     let config = json!({ "data_root": data, "source": "src", "target": "tgt", "backbone": "squeezenet1_1",
-        "weights": squeezenet_weights(), "lambda": 1, "iterations": 200, "eval_every": 2, "batch_size": 2,
+        "weights": squeezenet_weights(), "lambda": 1, "iterations": 200, "eval_every": 2, "batch_size": 2, "lr": 1e-5,
         "seed": 1, "threads": 1, "device": "cpu" });
     std::fs::write(dir.join("config.json"), config.to_string()).unwrap();
     // As Slurm starts a task that was requeued 3 times already.

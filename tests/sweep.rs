@@ -71,7 +71,7 @@ impl Fixture {
         let text = serde_json::json!({
             "name": "exp",
             "train": { "backbone": "squeezenet1_1", "data_root": data, "weights": weights, "iterations": 10,
-                       "batch_size": 4, "eval_every": 5 },
+                       "batch_size": 4, "eval_every": 5, "lr": 1e-5 },
             "transfers": [
                 { "source": "amazon", "target": "dslr", "lambdas": [0, 0.5] },
                 { "source": "webcam", "target": "dslr", "lambdas": [0, 0.5] }

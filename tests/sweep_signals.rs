@@ -36,7 +36,7 @@ impl Fixture {
         let text = serde_json::json!({
             "name": "sig",
             "train": { "backbone": "squeezenet1_1", "data_root": data, "weights": common::squeezenet_weights(),
-                       "iterations": iterations, "batch_size": 2, "lr": 0.0001, "eval_every": 2, "checkpoint_every": 1,
+                       "iterations": iterations, "batch_size": 2, "lr": 0.00001, "eval_every": 2, "checkpoint_every": 1,
                        "device": "cpu", "threads": 1 },
             "transfers": [ { "source": "src", "target": "tgt", "lambdas": lambdas } ],
             "seeds": [1]

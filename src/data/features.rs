@@ -6,7 +6,10 @@
 //! input convention, memory layout, device kind, libtorch version, the bytes of the weights
 //! file and the bytes, names and labels of every image of the domain. A sweep's runs (every
 //! lambda and seed of a transfer, and every transfer sharing the domain) reuse one file; a
-//! changed image or weights file makes a new one. Files are written under a temporary name of
+//! changed image or weights file makes a new one. The file is bound to that key, not to its
+//! name: the key is stored inside it (a `key` tensor of its 32 bytes) and in its sidecar, and a
+//! file whose key is not the one its inputs give now (another domain's file copied over this
+//! name, say) is rebuilt, never read. Files are written under a temporary name of
 //! their process and renamed (`files::write_atomic_with`), so a run killed mid-write, or two
 //! runs building the same file at once, never leave a partial file behind; delete the folder to
 //! reclaim the space.
@@ -26,8 +29,8 @@ use crate::data::domain::Domain;
 use crate::data::images::{self, SkippedImage};
 use crate::model::backbone::{Finetune, InputConvention, Network};
 
-/// Changes whenever the meaning of a cache file changes.
-const FORMAT: &str = "deep-coral features v1";
+/// Changes whenever the meaning of a cache file changes (v2: the key inside the file).
+const FORMAT: &str = "deep-coral features v2";
 /// Images per trunk forward pass while building.
 const CHUNK: usize = 64;
 
@@ -65,6 +68,8 @@ impl FeatureSet {
 #[derive(Serialize, Deserialize)]
 struct Sidecar {
     format: String,
+    /// The hex `cache_key` of the inputs the features were computed from.
+    key: String,
     backbone: String,
     finetune: Finetune,
     domain: String,
@@ -83,7 +88,7 @@ pub fn load_or_build(cfg: &TrainConfig, domain: &Domain, net: &dyn Network, devi
     let file = cfg.feature_cache.join(format!("{stem}.safetensors"));
     let sidecar = cfg.feature_cache.join(format!("{stem}.json"));
     if file.is_file() {
-        match read(&file, &sidecar) {
+        match read(&file, &sidecar, &key) {
             Ok(set) => {
                 eprintln!("{:>10} features: cached in {}", domain.name, file.display());
                 return Ok(FeatureSet { features: set.features.to_device(device), ..set });
@@ -96,6 +101,7 @@ pub fn load_or_build(cfg: &TrainConfig, domain: &Domain, net: &dyn Network, devi
         .with_context(|| format!("creating feature cache folder {}", cfg.feature_cache.display()))?;
     let meta = Sidecar {
         format: FORMAT.into(),
+        key: key.clone(),
         backbone: cfg.backbone.name().into(),
         finetune: cut,
         domain: domain.name.clone(),
@@ -105,8 +111,11 @@ pub fn load_or_build(cfg: &TrainConfig, domain: &Domain, net: &dyn Network, devi
     };
     // The sidecar first: a tensor file is only ever found with its sidecar beside it.
     crate::files::write_atomic(&sidecar, serde_json::to_string_pretty(&meta)?.as_bytes())?;
-    let tensors =
-        [("features", set.features.to_device(Device::Cpu).contiguous()), ("labels", Tensor::from_slice(&set.labels))];
+    let tensors = [
+        ("features", set.features.to_device(Device::Cpu).contiguous()),
+        ("labels", Tensor::from_slice(&set.labels)),
+        ("key", Tensor::from_slice(&key_bytes(&key))),
+    ];
     crate::files::write_atomic_with(&file, |tmp| {
         Tensor::write_safetensors(&tensors, tmp).with_context(|| format!("writing feature cache {}", tmp.display()))
     })?;
@@ -140,15 +149,27 @@ fn build(cfg: &TrainConfig, domain: &Domain, net: &dyn Network, device: Device) 
     Ok(FeatureSet { features: Tensor::cat(&parts, 0), labels: set.labels, skipped: set.skipped })
 }
 
-/// Reads a cache file and its sidecar, checking that they agree.
-fn read(file: &Path, sidecar: &Path) -> Result<FeatureSet> {
+/// Reads a cache file and its sidecar, checking that both hold `key` (the key of the inputs
+/// now) and agree with each other.
+fn read(file: &Path, sidecar: &Path, key: &str) -> Result<FeatureSet> {
     let text = std::fs::read_to_string(sidecar).with_context(|| format!("reading {}", sidecar.display()))?;
     let meta: Sidecar = serde_json::from_str(&text).with_context(|| format!("parsing {}", sidecar.display()))?;
+    if meta.key != key {
+        bail!("{} was made from other inputs (its key is not theirs: a file copied or renamed?)", sidecar.display());
+    }
     let mut tensors: std::collections::HashMap<String, Tensor> =
         Tensor::read_safetensors(file).with_context(|| format!("reading {}", file.display()))?.into_iter().collect();
-    let (Some(features), Some(labels)) = (tensors.remove("features"), tensors.remove("labels")) else {
-        bail!("{} lacks the features or labels tensor", file.display());
+    let (Some(features), Some(labels), Some(inside)) =
+        (tensors.remove("features"), tensors.remove("labels"), tensors.remove("key"))
+    else {
+        bail!("{} lacks the features, labels or key tensor", file.display());
     };
+    if Vec::<u8>::try_from(inside.to_kind(Kind::Uint8)).ok() != Some(key_bytes(key)) {
+        bail!(
+            "{} was made from other inputs (the key inside it is not theirs: a file copied or renamed?)",
+            file.display()
+        );
+    }
     let labels: Vec<i64> = Vec::try_from(labels.to_kind(Kind::Int64))?;
     let rows = features.size().first().copied().unwrap_or(0) as usize;
     if meta.format != FORMAT || labels.len() != meta.images || labels.is_empty() || !rows.is_multiple_of(labels.len()) {
@@ -184,6 +205,11 @@ fn cache_key(cfg: &TrainConfig, domain: &Domain, device: Device) -> Result<Strin
         field(&file_digest(path).with_context(|| format!("hashing image {}", path.display()))?);
     }
     Ok(h.finalize().iter().map(|b| format!("{b:02x}")).collect())
+}
+
+/// The 32 bytes of a hex key.
+fn key_bytes(key: &str) -> Vec<u8> {
+    (0..key.len() / 2).map(|i| u8::from_str_radix(&key[2 * i..2 * i + 2], 16).unwrap_or(0)).collect()
 }
 
 /// SHA-256 of a file's bytes, read in 1 MiB pieces.

@@ -35,6 +35,18 @@ pub fn scan(cfg: &TrainConfig) -> Result<(Domain, Domain)> {
         }
     }
     Domain::check_same_classes(&source, &target)?;
+    // One class: the loss is 0 from the start, every accuracy is 1, and CORAL aligns nothing a
+    // classifier uses: a degenerate task, not a result.
+    if source.classes.len() < 2 {
+        anyhow::bail!(
+            "domains {} and {} under {} hold one class ({}): a transfer needs at least two classes to classify; add \
+             class folders",
+            cfg.source,
+            cfg.target,
+            cfg.data_root.display(),
+            source.classes.join(", ")
+        );
+    }
     Ok((source, target))
 }
 

@@ -199,7 +199,7 @@ fn read_pilot(dirs: &[PathBuf], lambda: f64, window: f64) -> Result<Pilot> {
         windows.iter().map(|w| f(w) * w.steps as f64).sum::<f64>() / steps as f64
     };
     let (class_loss, coral_loss) =
-        if windows.is_empty() { (f64::NAN, f64::NAN) } else { (pooled(|w| w.class_loss), pooled(|w| w.coral_loss)) };
+        if windows.is_empty() { (f64::NAN, f64::NAN) } else { (pooled(|w| w.class_loss), pooled(|w| w.align_loss)) };
     Ok(Pilot {
         lambda,
         dirs: dirs.to_vec(),

@@ -18,6 +18,8 @@ pub mod report;
 /// The paper's rule for lambda as one number: lambda x CORAL loss over the class loss, means
 /// over the last 20% of the steps; read by `calibrate` and `report`.
 pub mod rule;
+/// A run's identity in a grid and its folder, written and parsed in one place.
+pub mod run_id;
 /// Where a run stands, read from its folder: done / incomplete / new.
 pub mod run_state;
 /// Experiment specs (JSON): a grid of transfers x lambdas x seeds, and each run's directory.

@@ -20,7 +20,7 @@ use plotters::coord::Shift;
 use plotters::prelude::*;
 
 use crate::experiment::report::{self, Lambda, Transfer};
-use crate::train::metrics::{self, MetricsRow};
+use crate::train::metrics::MetricsRow;
 
 /// Figure size in pixels (three 600x500 panels).
 pub const SIZE: (u32, u32) = (1800, 500);
@@ -480,9 +480,12 @@ pub fn figures(experiment_dir: &Path, paper_curves: Option<&Path>) -> Result<Vec
         None => BTreeMap::new(),
     };
     let mut by_transfer: BTreeMap<Transfer, BTreeMap<Lambda, Vec<Vec<MetricsRow>>>> = BTreeMap::new();
+    for run in &exp.incomplete {
+        eprintln!("not plotted: {}", run.describe());
+    }
     for run in &exp.done {
-        let rows = metrics::read_rows(&run.dir.join("metrics.csv"))?;
-        by_transfer.entry(run.transfer()).or_default().entry(Lambda(run.lambda())).or_default().push(rows);
+        let (transfer, lambda) = (run.found.transfer(), Lambda(run.found.lambda()));
+        by_transfer.entry(transfer).or_default().entry(lambda).or_default().push(run.logs.rows.clone());
     }
     let order = report::paper::column_order(&by_transfer.keys().cloned().collect(), None);
     Ok(order
@@ -504,7 +507,7 @@ pub fn plot(experiment_dir: &Path, paper_curves: Option<&Path>) -> Result<Vec<Pa
         bail!("{}: no done runs to plot", experiment_dir.display());
     }
     let out_dir = experiment_dir.join("plots");
-    std::fs::create_dir_all(&out_dir).with_context(|| format!("creating {}", out_dir.display()))?;
+    crate::files::create_own_dir(&out_dir)?;
     let mut written = Vec::new();
     for fig in &figs {
         for ext in ["png", "svg"] {
@@ -533,6 +536,7 @@ mod tests {
             target_acc,
             target_loss: 1.0,
             elapsed_s: 0.0,
+            align_loss: f64::NAN,
         }
     }
 

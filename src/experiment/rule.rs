@@ -3,8 +3,10 @@
 //! number per run, or per group of runs:
 //!
 //! ```text
-//! r = mean(lambda * l_CORAL) / mean(l_class)
+//! r = mean(lambda * l_align) / mean(l_class)
 //! ```
+//!
+//! (`l_align` is the run's method's loss: `l_CORAL` for Deep CORAL, the MMD for DDC and DAN)
 //!
 //! both means over the last `WINDOW` (20%) of the iterations, every step of them (`steps.csv`),
 //! pooled over the runs of the group (the seeds), so that no handful of batches decides it. The
@@ -32,8 +34,11 @@ pub const FACTOR: f64 = 2.0;
 pub struct WindowLosses {
     /// Mean classification loss over the window's steps.
     pub class_loss: f64,
-    /// Mean unweighted CORAL loss over the same steps.
+    /// Mean unweighted CORAL loss at fc8 over the same steps.
     pub coral_loss: f64,
+    /// Mean unweighted loss of the run's method over the same steps (= `coral_loss` for
+    /// method coral).
+    pub align_loss: f64,
     /// Steps averaged.
     pub steps: usize,
     /// Read from every step (`steps.csv`), or from `metrics.csv` rows.
@@ -60,6 +65,7 @@ impl WindowLosses {
         Some(WindowLosses {
             class_loss: inside.iter().map(|s| s.class_loss).sum::<f64>() / n,
             coral_loss: inside.iter().map(|s| s.coral_loss).sum::<f64>() / n,
+            align_loss: inside.iter().map(|s| s.align_loss).sum::<f64>() / n,
             steps: inside.len(),
             from_steps: true,
         })
@@ -70,19 +76,21 @@ impl WindowLosses {
     /// the window count, weighted by their steps. `None` when no row does.
     pub fn of_rows(rows: &[MetricsRow], iterations: usize, window: f64) -> Option<WindowLosses> {
         let start = window_start(iterations, window);
-        let (mut class, mut coral, mut steps) = (0.0, 0.0, 0usize);
+        let (mut class, mut coral, mut align, mut steps) = (0.0, 0.0, 0.0, 0usize);
         for pair in rows.windows(2) {
             let (before, row) = (&pair[0], &pair[1]);
             if before.iteration >= start && row.iteration <= iterations && row.iteration > before.iteration {
                 let k = row.iteration - before.iteration;
                 class += row.class_loss * k as f64;
                 coral += row.coral_loss * k as f64;
+                align += row.align_loss * k as f64;
                 steps += k;
             }
         }
         (steps > 0).then(|| WindowLosses {
             class_loss: class / steps as f64,
             coral_loss: coral / steps as f64,
+            align_loss: align / steps as f64,
             steps,
             from_steps: false,
         })
@@ -91,34 +99,21 @@ impl WindowLosses {
     /// The window of the finished run in `dir` (its `record`): from `steps.csv` when the run
     /// logged its steps, else from `metrics.csv`. `Ok(None)` when neither covers the window.
     pub fn of_run(dir: &Path, record: &RunRecord, window: f64) -> Result<Option<WindowLosses>> {
-        if record.config.log_steps && dir.join("steps.csv").is_file() {
-            return Self::of_run_rows(dir, record, &[], window);
-        }
-        Self::of_run_rows(dir, record, &metrics::read_rows(&dir.join("metrics.csv"))?, window)
-    }
-
-    /// `of_run` for a reader that has the run's `metrics.csv` rows already.
-    pub fn of_run_rows(
-        dir: &Path,
-        record: &RunRecord,
-        rows: &[MetricsRow],
-        window: f64,
-    ) -> Result<Option<WindowLosses>> {
         let iterations = record.config.iterations;
         let steps_path = dir.join("steps.csv");
         if record.config.log_steps && steps_path.is_file() {
             return Ok(Self::of_steps(&metrics::read_steps(&steps_path)?, iterations, window));
         }
-        Ok(Self::of_rows(rows, iterations, window))
+        Ok(Self::of_rows(&metrics::read_rows(&dir.join("metrics.csv"))?, iterations, window))
     }
 }
 
-/// `r` of a group of runs at one `lambda`: `lambda * mean(l_CORAL) / mean(l_class)`, every
+/// `r` of a group of runs at one `lambda`: `lambda * mean(l_align) / mean(l_class)`, every
 /// run's window weighted by its steps. NaN for no runs.
 pub fn ratio(lambda: f64, runs: &[WindowLosses]) -> f64 {
     let steps: usize = runs.iter().map(|w| w.steps).sum();
     let mean = |f: fn(&WindowLosses) -> f64| runs.iter().map(|w| f(w) * w.steps as f64).sum::<f64>() / steps as f64;
-    lambda * mean(|w| w.coral_loss) / mean(|w| w.class_loss)
+    lambda * mean(|w| w.align_loss) / mean(|w| w.class_loss)
 }
 
 /// Whether ratio `r` is within `factor` of 1.
@@ -131,7 +126,7 @@ mod tests {
     use super::*;
 
     fn step(iteration: usize, class_loss: f64, coral_loss: f64) -> StepRow {
-        StepRow { iteration, lr: 1e-3, class_loss, coral_loss, coral_distance: 0.0, correct: 0 }
+        StepRow { iteration, lr: 1e-3, class_loss, coral_loss, coral_distance: 0.0, correct: 0, align_loss: coral_loss }
     }
 
     #[test]
@@ -162,6 +157,7 @@ mod tests {
             target_acc: 0.0,
             target_loss: 0.0,
             elapsed_s: 0.0,
+            align_loss: 2.0 * class_loss,
         };
         // 300 iterations, a row every 25: the window starts at 240, so the rows at 275 (steps
         // 250..275) and 300 (275..300) count, the one at 250 (225..250) does not.
@@ -172,8 +168,8 @@ mod tests {
 
     #[test]
     fn the_ratio_pools_the_seeds_by_their_steps() {
-        let a = WindowLosses { class_loss: 1.0, coral_loss: 1.0, steps: 60, from_steps: true };
-        let b = WindowLosses { class_loss: 3.0, coral_loss: 5.0, steps: 60, from_steps: true };
+        let a = WindowLosses { class_loss: 1.0, coral_loss: 1.0, align_loss: 1.0, steps: 60, from_steps: true };
+        let b = WindowLosses { class_loss: 3.0, coral_loss: 5.0, align_loss: 5.0, steps: 60, from_steps: true };
         // lambda 0.5 * mean CORAL 3 / mean class 2
         assert_eq!(ratio(0.5, &[a, b]), 0.75);
         assert!(holds(0.75, FACTOR) && holds(2.0, FACTOR) && !holds(0.49, FACTOR) && !holds(2.1, FACTOR));

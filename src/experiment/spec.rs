@@ -38,7 +38,8 @@ use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-use crate::config::TrainConfig;
+use crate::config::{Method, TrainConfig};
+use crate::experiment::run_id::{lambda_dir, positive_zero, RunId};
 
 /// The experiment spec file (see the module doc).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -56,6 +57,10 @@ pub struct Spec {
     pub transfers: Vec<Transfer>,
     /// One run per seed for every (transfer, lambda).
     pub seeds: Vec<u64>,
+    /// More alignment methods, each run at its lambdas on every transfer and seed (Table 1's
+    /// DDC and DAN rows beside Deep CORAL); the transfers' own `lambdas` run `train.method`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub methods: Vec<MethodRuns>,
     /// The paper's numbers for the report (a JSON table), if any.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub paper_table: Option<PathBuf>,
@@ -138,6 +143,14 @@ impl Transfer {
     }
 }
 
+/// An alignment method of a spec's `methods` and the lambdas it runs at.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MethodRuns {
+    pub method: Method,
+    pub lambdas: Vec<f64>,
+}
+
 /// One run of the grid: where it writes and the full config it trains with.
 #[derive(Debug, Clone, PartialEq)]
 pub struct RunSpec {
@@ -203,6 +216,14 @@ fn error_path(spec: &Value) -> Option<String> {
         "slurm" => {
             if let Some(key) = culprit::<SlurmSpec>(child) {
                 path += &format!(".{key}");
+            }
+        }
+        "methods" => {
+            if let Some(i) = culprit::<Vec<MethodRuns>>(child) {
+                path += &format!("[{i}]");
+                if let Some(key) = child.get(i.parse::<usize>().ok()?).and_then(culprit::<MethodRuns>) {
+                    path += &format!(".{key}");
+                }
             }
         }
         "seeds" => {
@@ -284,6 +305,10 @@ impl Spec {
             }
         }
         let mut pairs = BTreeSet::new();
+        // Every run folder belongs to one run: `<s>_<t>` and `lambda_<x>` must not coincide for
+        // two transfers (`a_b -> c` and `a -> b_c`) or two lambdas, and must be names a file
+        // system takes.
+        let mut folders: std::collections::BTreeMap<(String, String), (String, f64)> = Default::default();
         for (i, t) in self.transfers.iter().enumerate() {
             let name = t.name();
             for domain in [&t.source, &t.target] {
@@ -297,43 +322,92 @@ impl Spec {
             if t.lambdas.is_empty() {
                 bail!("spec {file}: transfer {name} (transfers[{i}]) has no lambdas");
             }
-            let mut dirs = BTreeSet::new();
-            for &lambda in &t.lambdas {
-                if !dirs.insert(lambda_dir(lambda)) {
-                    bail!("spec {file}: transfer {name} (transfers[{i}]) lists lambda {lambda} twice");
+            for (method, lambdas) in self.method_lambdas(t) {
+                let mut dirs = BTreeSet::new();
+                for &lambda in lambdas {
+                    let name = format!("{name} {}", method.name());
+                    if !dirs.insert(lambda_dir(lambda)) {
+                        bail!("spec {file}: transfer {name} (transfers[{i}]) lists lambda {lambda} twice");
+                    }
+                    let id = RunId { source: t.source.clone(), target: t.target.clone(), method, lambda, seed: 0 };
+                    let rel = id.rel_dir();
+                    let parts: Vec<String> =
+                        rel.parent().expect("seed folder").iter().map(|p| p.to_string_lossy().into_owned()).collect();
+                    let folder = (parts[0].clone(), parts[1..].join("/"));
+                    for part in &parts {
+                        if !is_plain_name(part) {
+                            let start: String = part.chars().take(24).collect();
+                            bail!(
+                            "spec {file}: transfer {name} (transfers[{i}]), lambda {lambda:e}: the run folder name \
+                             {start}... is {} bytes, longer than the 255 a file system takes (folder names write \
+                             lambda in full decimal)",
+                            part.len()
+                        );
+                        }
+                    }
+                    if let Some((other, other_lambda)) = folders.insert(folder.clone(), (name.clone(), lambda)) {
+                        bail!(
+                        "spec {file}: transfer {other} lambda {other_lambda} and transfer {name} lambda {lambda} would \
+                         share the run folder {}/{}: rename a domain (the folder joins source and target with `_`) \
+                         or drop one",
+                        folder.0,
+                        folder.1
+                    );
+                    }
+                    let config = self.config_for(t, method, lambda, self.seeds[0]);
+                    config
+                        .validate()
+                        .with_context(|| format!("spec {file}: transfer {name} (transfers[{i}]), lambda {lambda}"))?;
                 }
-                let config = self.config_for(t, lambda, self.seeds[0]);
-                config
-                    .validate()
-                    .with_context(|| format!("spec {file}: transfer {name} (transfers[{i}]), lambda {lambda}"))?;
+            }
+        }
+        for (i, m) in self.methods.iter().enumerate() {
+            if m.lambdas.is_empty() {
+                bail!("spec {file}: methods[{i}] ({}) has no lambdas", m.method.name());
+            }
+            if m.method == self.train.method {
+                bail!(
+                    "spec {file}: methods[{i}] is {}, the method the transfers' lambdas already run (`train.method`); \
+                     list its lambdas there",
+                    m.method.name()
+                );
             }
         }
         Ok(())
     }
 
-    /// Every run of the grid, seeds outermost, then transfers, then lambdas.
+    /// The methods a transfer runs and their lambdas: `train.method` at the transfer's own
+    /// lambdas, then each of `methods` at its lambdas.
+    pub fn method_lambdas<'a>(&'a self, t: &'a Transfer) -> Vec<(Method, &'a [f64])> {
+        let mut out = vec![(self.train.method, t.lambdas.as_slice())];
+        out.extend(self.methods.iter().map(|m| (m.method, m.lambdas.as_slice())));
+        out
+    }
+
+    /// Every run of the grid, seeds outermost, then transfers, then methods (`train.method`
+    /// first), then lambdas.
     pub fn runs(&self, results_root: &Path) -> Vec<RunSpec> {
         let mut runs = Vec::new();
         for &seed in &self.seeds {
             for t in &self.transfers {
-                for &lambda in &t.lambdas {
-                    let dir = results_root
-                        .join(&self.name)
-                        .join(format!("{}_{}", t.source, t.target))
-                        .join(lambda_dir(lambda))
-                        .join(format!("seed_{seed}"));
-                    runs.push(RunSpec { dir, config: self.config_for(t, lambda, seed) });
+                for (method, lambdas) in self.method_lambdas(t) {
+                    for &lambda in lambdas {
+                        let id = RunId { source: t.source.clone(), target: t.target.clone(), method, lambda, seed };
+                        let dir = results_root.join(&self.name).join(id.rel_dir());
+                        runs.push(RunSpec { dir, config: self.config_for(t, method, lambda, seed) });
+                    }
                 }
             }
         }
         runs
     }
 
-    /// `train` with one run's source, target, lambda and seed set.
-    fn config_for(&self, t: &Transfer, lambda: f64, seed: u64) -> TrainConfig {
+    /// `train` with one run's source, target, method, lambda and seed set.
+    fn config_for(&self, t: &Transfer, method: Method, lambda: f64, seed: u64) -> TrainConfig {
         TrainConfig {
             source: t.source.clone(),
             target: t.target.clone(),
+            method,
             lambda: positive_zero(lambda),
             seed,
             ..self.train.clone()
@@ -394,20 +468,6 @@ impl Spec {
             bail!("spec {}: weights file {} not found (`train.weights`)", self.file(), w.display());
         }
         Ok(())
-    }
-}
-
-/// The run's lambda folder: `lambda_0`, `lambda_0.8`, `lambda_0.0001` (Rust's `{}` for f64).
-pub fn lambda_dir(lambda: f64) -> String {
-    format!("lambda_{}", positive_zero(lambda))
-}
-
-/// -0.0 -> 0.0, so `lambda_-0` never appears.
-fn positive_zero(x: f64) -> f64 {
-    if x == 0.0 {
-        0.0
-    } else {
-        x
     }
 }
 
@@ -572,6 +632,47 @@ mod tests {
         assert!(parse_err(&MINIMAL.replace("[0, 0.05]", "[]")).contains("no lambdas"));
         assert!(parse_err(&MINIMAL.replace("\"t\"", "\"../t\"")).contains("plain folder name"));
         assert!(parse_err(&MINIMAL.replace("\"dslr\"", "\"x/dslr\"")).contains("plain folder name"));
+    }
+
+    #[test]
+    fn methods_run_beside_the_transfers_lambdas_in_folders_of_their_own() {
+        let text = MINIMAL.replace(
+            r#""seeds""#,
+            r#""methods": [{"method": "ddc", "lambdas": [0.25]}, {"method": "dan", "lambdas": [1]}], "seeds""#,
+        );
+        let spec = parse(&text, Path::new("t.json")).unwrap();
+        let runs = spec.runs(Path::new("res"));
+        let dirs: Vec<_> = runs.iter().take(4).map(|r| r.dir.to_str().unwrap().to_string()).collect();
+        assert_eq!(
+            dirs,
+            [
+                "res/t/amazon_dslr/lambda_0/seed_1",
+                "res/t/amazon_dslr/lambda_0.05/seed_1",
+                "res/t/amazon_dslr/ddc/lambda_0.25/seed_1",
+                "res/t/amazon_dslr/dan/lambda_1/seed_1",
+            ]
+        );
+        assert_eq!(runs.len(), 8);
+        assert_eq!((runs[2].config.method, runs[2].config.lambda), (Method::Ddc, 0.25));
+        assert_eq!(parse(&spec.to_json(), &spec.path).unwrap(), spec);
+        let e =
+            parse_err(&MINIMAL.replace(r#""seeds""#, r#""methods": [{"method": "dann", "lambdas": [1]}], "seeds""#));
+        assert!(e.contains("`methods[0].method`") && e.contains("dann"), "{e}");
+        let e =
+            parse_err(&MINIMAL.replace(r#""seeds""#, r#""methods": [{"method": "coral", "lambdas": [1]}], "seeds""#));
+        assert!(e.contains("methods[0] is coral"), "{e}");
+    }
+
+    #[test]
+    fn two_runs_never_share_a_folder() {
+        let text = r#"{"name": "t", "seeds": [1], "transfers": [
+            {"source": "a_b", "target": "c", "lambdas": [0]},
+            {"source": "a", "target": "b_c", "lambdas": [0]}]}"#;
+        let e = parse_err(text);
+        assert!(e.contains("a_b->c") && e.contains("a->b_c") && e.contains("a_b_c/lambda_0"), "{e}");
+        // A lambda whose folder name no file system takes (Rust writes 1e-300 in full).
+        let e = parse_err(&MINIMAL.replace("[0, 0.05]", "[0, 1e-300]"));
+        assert!(e.contains("longer than the 255") && e.contains("lambda 1e-300"), "{e}");
     }
 
     #[test]

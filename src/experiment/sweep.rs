@@ -103,6 +103,13 @@ pub fn sweep_spec(spec: &Spec, results_root: &Path, launcher: &dyn Launcher, exe
     // Executed: the runs not done and not in use. Listed: all of them.
     let pending = |s: &RunState| !executes || matches!(s, RunState::Incomplete | RunState::New);
 
+    // Threads are checked where the runs execute: here, for a local sweep and its dry run.
+    if launcher.runs_here() {
+        for run in &runs {
+            crate::config::check_threads(run.config.threads)
+                .with_context(|| format!("spec {}: `train.threads`", spec.file()))?;
+        }
+    }
     if executes {
         spec.check_domains()?;
         spec.check_weights()?;

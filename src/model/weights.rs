@@ -45,7 +45,7 @@ pub fn load_full(vs: &mut nn::VarStore, path: &Path, backbone: Backbone) -> Resu
 fn load(vs: &mut nn::VarStore, path: &Path, backbone: Backbone, replace_last: bool) -> Result<()> {
     let file: BTreeMap<String, Tensor> = read_safetensors(path)?.into_iter().collect();
     let vars = vs.variables();
-    let skip = |name: &str| replace_last && backbone.is_last_layer(name);
+    let skip = |name: &str| replace_last && backbone.is_new_layer(name);
     let mut missing = Vec::new();
     let mut misshaped = Vec::new();
     for (name, var) in &vars {

@@ -84,7 +84,7 @@ fn tensor_files(it: usize) -> [String; 2] {
 /// files are named by iteration and `state.json`, written last, names the iteration, so a
 /// process killed at any point leaves the previous checkpoint whole; older files go after.
 pub fn save(dir: &Path, model: &Model, state: &LoopState) -> Result<()> {
-    std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    crate::files::create_own_dir(dir)?;
     let write_tensors = |name: &str, tensors: Vec<(String, Tensor)>| -> Result<()> {
         // safetensors holds row-major data only; channels-last variables are copied out.
         let tensors: Vec<(String, Tensor)> = tensors.into_iter().map(|(k, t)| (k, t.contiguous())).collect();
@@ -162,9 +162,25 @@ fn is_checkpoint_file(name: &str) -> bool {
         })
 }
 
+/// The checkpoint files in `dir` (see `is_checkpoint_file`), sorted; none for no folder.
+pub fn files(dir: &Path) -> Vec<String> {
+    let mut names: Vec<String> = std::fs::read_dir(dir)
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter(|e| e.file_type().is_ok_and(|t| t.is_file()))
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|n| is_checkpoint_file(n))
+        .collect();
+    names.sort();
+    names
+}
+
 /// Removes the checkpoint in `dir`: only the files a checkpoint writes, then the folder if
-/// that left it empty. Anything else a user put there stays, and is named.
+/// that left it empty. Anything else a user put there stays, and is named. A `dir` that is a
+/// symbolic link is refused: its files belong to whatever it points at.
 pub fn remove(dir: &Path) -> Result<()> {
+    crate::files::check_own_dir(dir)?;
     let entries = match std::fs::read_dir(dir) {
         Ok(entries) => entries,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),

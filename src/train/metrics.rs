@@ -28,7 +28,8 @@ pub struct MetricsRow {
     pub class_loss: f64,
     /// Unweighted CORAL loss 1/(4d²)‖C_S − C_T‖²_F, mean since the previous row.
     pub coral_loss: f64,
-    /// lambda · coral_loss: the term that enters the objective.
+    /// lambda · the method's loss (`align_loss`; CORAL's for method coral, so lambda ·
+    /// coral_loss there): the term that enters the objective.
     pub weighted_coral_loss: f64,
     /// ‖C_S − C_T‖_F between the source and target batches, mean since the previous row
     /// (logged for lambda = 0 too).
@@ -41,10 +42,19 @@ pub struct MetricsRow {
     pub target_loss: f64,
     /// Seconds since training started.
     pub elapsed_s: f64,
+    /// The unweighted loss of the run's method, mean since the previous row: CORAL's for
+    /// `coral` (equal to `coral_loss`), DDC's MMD², DAN's MK-MMD. Files written before this
+    /// column existed (all of method coral) read it as `coral_loss` (`read_rows`).
+    #[serde(default = "nan")]
+    pub align_loss: f64,
+}
+
+fn nan() -> f64 {
+    f64::NAN
 }
 
 /// The column names of `metrics.csv`.
-pub const COLUMNS: [&str; 11] = [
+pub const COLUMNS: [&str; 12] = [
     "iteration",
     "epoch",
     "lr",
@@ -56,6 +66,7 @@ pub const COLUMNS: [&str; 11] = [
     "target_acc",
     "target_loss",
     "elapsed_s",
+    "align_loss",
 ];
 
 impl CsvRow for MetricsRow {
@@ -75,11 +86,14 @@ pub struct StepRow {
     pub coral_distance: f64,
     /// Source images of the batch classified correctly.
     pub correct: usize,
+    /// The method's unweighted loss (as in `MetricsRow`; older files: `coral_loss`).
+    #[serde(default = "nan")]
+    pub align_loss: f64,
 }
 
 impl CsvRow for StepRow {
     const COLUMNS: &'static [&'static str] =
-        &["iteration", "lr", "class_loss", "coral_loss", "coral_distance", "correct"];
+        &["iteration", "lr", "class_loss", "coral_loss", "coral_distance", "correct", "align_loss"];
 }
 
 /// What one training step reports.
@@ -90,6 +104,9 @@ pub struct StepStats {
     pub coral_distance: f64,
     pub correct: usize,
     pub seen: usize,
+    /// The method's loss; absent from checkpoints written before it existed (method coral).
+    #[serde(default)]
+    pub align_loss: f64,
 }
 
 /// Sums of `StepStats` since the last row.
@@ -106,20 +123,23 @@ impl StepMeans {
         self.sum.coral_distance += s.coral_distance;
         self.sum.correct += s.correct;
         self.sum.seen += s.seen;
+        self.sum.align_loss += s.align_loss;
         self.steps += 1;
     }
 
-    /// (class_loss, coral_loss, coral_distance, source_acc); NaN before the first step.
-    pub fn means(&self) -> (f64, f64, f64, f64) {
+    /// (class_loss, coral_loss, coral_distance, source_acc, align_loss); NaN before the first
+    /// step.
+    pub fn means(&self) -> (f64, f64, f64, f64, f64) {
         let n = self.steps as f64;
         if self.steps == 0 {
-            return (f64::NAN, f64::NAN, f64::NAN, f64::NAN);
+            return (f64::NAN, f64::NAN, f64::NAN, f64::NAN, f64::NAN);
         }
         (
             self.sum.class_loss / n,
             self.sum.coral_loss / n,
             self.sum.coral_distance / n,
             self.sum.correct as f64 / self.sum.seen as f64,
+            self.sum.align_loss / n,
         )
     }
 }
@@ -141,15 +161,38 @@ pub fn read_rows(path: &Path) -> Result<Vec<MetricsRow>> {
             };
             anyhow::anyhow!("{}: line {line}, column {column}: {e}", path.display())
         })?;
-        rows.push(row);
+        rows.push(row.with_align_loss());
     }
     Ok(rows)
 }
 
-/// Every row of a `steps.csv`; an error names the file.
+impl MetricsRow {
+    /// Before the `align_loss` column every run was of method coral, whose loss it is.
+    fn with_align_loss(mut self) -> Self {
+        if self.align_loss.is_nan() {
+            self.align_loss = self.coral_loss;
+        }
+        self
+    }
+}
+
+/// Every row of a `steps.csv`; an error names the file. Files from before the `align_loss`
+/// column read it as `coral_loss` (as `read_rows` does).
 pub fn read_steps(path: &Path) -> Result<Vec<StepRow>> {
     let mut reader = csv::Reader::from_path(path).with_context(|| format!("reading {}", path.display()))?;
-    reader.deserialize().collect::<Result<Vec<StepRow>, _>>().with_context(|| format!("parsing {}", path.display()))
+    let rows = reader
+        .deserialize()
+        .collect::<Result<Vec<StepRow>, _>>()
+        .with_context(|| format!("parsing {}", path.display()))?;
+    Ok(rows
+        .into_iter()
+        .map(|mut r| {
+            if r.align_loss.is_nan() {
+                r.align_loss = r.coral_loss;
+            }
+            r
+        })
+        .collect())
 }
 
 /// Where a run stands; `done` is written last, so anything else means "incomplete".
@@ -164,7 +207,7 @@ pub enum Status {
 }
 
 /// Library versions recorded with every run.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Versions {
     #[serde(default)]
     pub deep_coral: String,
@@ -272,6 +315,7 @@ mod tests {
             target_acc: 0.75,
             target_loss: 1.0,
             elapsed_s: 3.5,
+            align_loss: 0.25,
         }
     }
 
@@ -284,7 +328,7 @@ mod tests {
         log.append(&row(50)).unwrap();
         let text = std::fs::read_to_string(&path).unwrap();
         assert_eq!(text.lines().next().unwrap(), COLUMNS.join(","));
-        assert_eq!(text.lines().nth(1).unwrap(), "0,0.5,0.001,NaN,0.25,0.2,2.0,0.5,0.75,1.0,3.5");
+        assert_eq!(text.lines().nth(1).unwrap(), "0,0.5,0.001,NaN,0.25,0.2,2.0,0.5,0.75,1.0,3.5,0.25");
         let rows = read_rows(&path).unwrap();
         assert_eq!(rows.len(), 2);
         assert!(rows[0].class_loss.is_nan());
@@ -303,6 +347,12 @@ mod tests {
         assert_eq!(its, [0, 100, 150]);
         let err = CsvLog::<MetricsRow>::resume(&path, 4).err().expect("too few rows").to_string();
         assert!(err.contains("after 4"), "{err}");
+        // A file from before the align_loss column reads it as the CORAL loss.
+        let old = tmp.path().join("old.csv");
+        std::fs::write(&old, format!("{}\n0,0.5,0.001,1.0,0.25,0.2,2.0,0.5,0.75,1.0,3.5\n", COLUMNS[..11].join(",")))
+            .unwrap();
+        assert_eq!(read_rows(&old).unwrap()[0].align_loss, 0.25);
+        std::fs::remove_file(&old).unwrap();
         assert_eq!(std::fs::read_dir(tmp.path()).unwrap().count(), 1, "no temporary file left");
     }
 
@@ -310,9 +360,24 @@ mod tests {
     fn step_means() {
         let mut m = StepMeans::default();
         assert!(m.means().0.is_nan());
-        m.add(StepStats { class_loss: 1.0, coral_loss: 0.1, coral_distance: 2.0, correct: 3, seen: 4 });
-        m.add(StepStats { class_loss: 3.0, coral_loss: 0.3, coral_distance: 4.0, correct: 1, seen: 4 });
-        let (c, l, d, a) = m.means();
+        m.add(StepStats {
+            class_loss: 1.0,
+            coral_loss: 0.1,
+            coral_distance: 2.0,
+            correct: 3,
+            seen: 4,
+            align_loss: 0.1,
+        });
+        m.add(StepStats {
+            class_loss: 3.0,
+            coral_loss: 0.3,
+            coral_distance: 4.0,
+            correct: 1,
+            seen: 4,
+            align_loss: 0.5,
+        });
+        let (c, l, d, a, al) = m.means();
+        assert_eq!(al, 0.3);
         assert_eq!((c, d, a), (2.0, 3.0, 0.5));
         assert!((l - 0.2).abs() < 1e-12);
     }

@@ -37,7 +37,7 @@ impl Model {
     fn build(cfg: &TrainConfig, num_classes: usize, device: Device, load_weights: bool) -> Result<Model> {
         tch::manual_seed(cfg.seed as i64);
         let mut vs = nn::VarStore::new(device);
-        let net = cfg.backbone.build_with_head(&vs.root(), num_classes as i64, cfg.head);
+        let net = cfg.backbone.build_with(&vs.root(), num_classes as i64, cfg.new_layers());
         if load_weights {
             weights::load_pretrained(&mut vs, &cfg.weights, cfg.backbone)?;
         }
@@ -49,7 +49,7 @@ impl Model {
             });
         }
         for (name, var) in vs.variables() {
-            if !cfg.backbone.trains(cfg.finetune, &name) {
+            if !cfg.backbone.trains(cfg.finetune, &name) || cfg.method.freezes(cfg.backbone, &name) {
                 let _ = var.set_requires_grad(false);
             }
         }

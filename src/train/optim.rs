@@ -27,10 +27,10 @@ pub struct Multipliers {
 }
 
 /// The paper's multipliers: `param { lr_mult: 1 decay_mult: 1 } param { lr_mult: 2 decay_mult: 0 }`
-/// on every layer, and 10 / 20 on the new fc8.
+/// on every layer, and 10 / 20 on the new fc8 (and on DDC's adaptation layer, new as well).
 pub fn multipliers(backbone: Backbone, name: &str) -> Multipliers {
     let bias = name.ends_with(".bias");
-    let scale = if backbone.is_last_layer(name) { 10.0 } else { 1.0 };
+    let scale = if backbone.is_new_layer(name) { 10.0 } else { 1.0 };
     if bias {
         Multipliers { lr: 2.0 * scale, decay: 0.0 }
     } else {

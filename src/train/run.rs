@@ -3,8 +3,9 @@
 //!
 //! Outputs in the run folder: `metrics.csv` (whole rows, flushed per row), `steps.csv` (one
 //! row per iteration, under `log_steps`), `run.json` (the effective config and status,
-//! rewritten atomically; `"status": "done"` is written last), and `checkpoint/` while a run is
-//! resumable (removed when it is done).
+//! rewritten atomically; `"status": "done"` is written last), `checkpoint/` while a run is
+//! resumable (removed when it is done), and `model.safetensors`, the network it ends with
+//! (`saved_model`, under `save_model`).
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::AtomicBool;
@@ -25,6 +26,7 @@ use crate::train::metrics::{ImageCounts, MetricsRow, RunRecord, Status, StepMean
 use crate::train::model::Model;
 use crate::train::precision;
 use crate::train::runtime;
+use crate::train::saved_model::{self, ModelCard};
 use crate::train::step;
 
 /// Images per forward pass during evaluation.
@@ -55,7 +57,7 @@ pub fn run(cfg: &TrainConfig, out: &Path, start: Start, stop: &AtomicBool) -> Re
     check_start(out, start, old.as_ref(), &checkpoint_dir)?;
     let device = runtime::device(cfg.device)?;
     precision::check_supported(cfg.precision, device)?;
-    let threads = runtime::set_threads(cfg.threads);
+    let threads = runtime::set_threads(cfg.threads)?;
     let setup = Instant::now();
     let (source, target) = transfer::scan(cfg)?;
     let fingerprint = DataFingerprint::of(&source, &target)?;
@@ -80,7 +82,7 @@ pub fn run(cfg: &TrainConfig, out: &Path, start: Start, stop: &AtomicBool) -> Re
         std::fs::create_dir_all(out).with_context(|| format!("creating output folder {}", out.display()))?;
         lock = Some(RunLock::acquire(out)?);
     }
-    let _lock = lock;
+    let lock = lock.expect("taken above");
 
     let mut record = RunRecord {
         config: cfg.clone(),
@@ -121,42 +123,53 @@ pub fn run(cfg: &TrainConfig, out: &Path, start: Start, stop: &AtomicBool) -> Re
     };
     record.write(&record_path)?;
 
-    let mut training = Training { cfg, model, data, state, log, steps, checkpoint_dir, device };
+    let mut training = Training { cfg, model, data, state, log, steps, checkpoint_dir, device, lock: &lock };
     let result = training.run_loop(stop);
     let Training { model, state, checkpoint_dir, .. } = training;
     record.iterations_done = state.iteration;
     record.final_target_acc = state.final_target_acc;
     record.best_target_acc = state.best_target_acc;
     record.wall_time_s = state.elapsed_s;
-    match result {
-        Ok(status) => {
-            record.status = status;
-            if status == Status::Diverged {
-                record.diverged_at = Some(state.iteration);
-            }
-            if status == Status::Interrupted {
-                checkpoint::save(&checkpoint_dir, &model, &state)?;
-            }
-            if status == Status::Done {
-                checkpoint::remove(&checkpoint_dir)?;
-            }
-            record.write(&record_path)?;
-            Ok(record)
+    // How the loop ended, recorded: the checkpoint kept or removed, then run.json. Any failure
+    // on the way (a full disk, a folder removed under the run) ends the run `failed`, never
+    // `done` and never still `running`.
+    let recorded = result.and_then(|status| {
+        lock.check_in_place()?;
+        record.status = status;
+        if cfg.save_model {
+            let card = ModelCard::of_run(cfg, &record.classes, out, status, state.iteration);
+            let vars: Vec<(String, tch::Tensor)> = model.vs.variables().into_iter().collect();
+            saved_model::save(&out.join(saved_model::FILE), &vars, &card)?;
         }
+        match status {
+            Status::Diverged => record.diverged_at = Some(state.iteration),
+            Status::Interrupted => checkpoint::save(&checkpoint_dir, &model, &state)?,
+            Status::Done => checkpoint::remove(&checkpoint_dir)?,
+            Status::Running | Status::Failed => {}
+        }
+        record.write(&record_path)
+    });
+    match recorded {
+        Ok(()) => Ok(record),
         Err(e) => {
             record.status = Status::Failed;
             record.error = Some(format!("{e:#}"));
-            if let Err(w) = record.write_last(&record_path) {
-                eprintln!("warning: could not record the failure in {}: {w:#}", record_path.display());
+            // Only into the run's own folder: one removed or replaced under the run gets nothing.
+            match lock.check_in_place().and_then(|()| record.write_last(&record_path)) {
+                Ok(()) => {}
+                Err(w) => eprintln!("warning: could not record the failure in {}: {w:#}", record_path.display()),
             }
             Err(e)
         }
     }
 }
 
-/// Refuses to start over a run that would be lost: a finished one, or an interrupted one with
-/// a checkpoint to resume (both only with `--force`), and a resume of a finished run.
+/// Refuses to start over a run that would be lost: a finished one, an interrupted one with a
+/// checkpoint to resume, or checkpoint files of no known run (all only with `--force`),
+/// and a resume of a finished run. A `checkpoint` that is a link is refused even with
+/// `--force`: removing or writing its files would reach outside `out`.
 fn check_start(out: &Path, start: Start, old: Option<&RunRecord>, checkpoint_dir: &Path) -> Result<()> {
+    crate::files::check_own_dir(checkpoint_dir)?;
     let done = old.is_some_and(|r| r.status == Status::Done);
     let resumable = checkpoint::iteration(checkpoint_dir);
     match start {
@@ -170,7 +183,22 @@ fn check_start(out: &Path, start: Start, old: Option<&RunRecord>, checkpoint_dir
                  --force to start it over",
                 out.display()
             ),
-            None => Ok(()),
+            // Files of a save cut short are this folder's own run's when it has a run.json (the
+            // fresh start removes them); without one, nothing says whose they are.
+            None => {
+                let stray = checkpoint::files(checkpoint_dir);
+                if old.is_none() && !stray.is_empty() {
+                    bail!(
+                        "{} holds checkpoint files that cannot be resumed (no readable state.json) and {} has no \
+                         run.json saying whose they are: {}; pass --force to remove them and start over, or move \
+                         them away",
+                        checkpoint_dir.display(),
+                        out.display(),
+                        stray.join(", ")
+                    );
+                }
+                Ok(())
+            }
         },
         Start::Resume if done => bail!("{} holds a finished run; there is nothing to resume", out.display()),
         Start::Resume => Ok(()),
@@ -201,6 +229,8 @@ struct Training<'a> {
     steps: Option<CsvLog<StepRow>>,
     checkpoint_dir: PathBuf,
     device: Device,
+    /// The run folder's lock: every write first checks the folder is still the run's.
+    lock: &'a RunLock,
 }
 
 impl Training<'_> {
@@ -240,16 +270,19 @@ impl Training<'_> {
                 return Ok(Status::Interrupted);
             }
             let stats = step::step(&mut self.model, &self.data, cfg, &mut self.state.streams, it, self.device)?;
-            if !(stats.class_loss.is_finite() && stats.coral_loss.is_finite()) {
+            if !(stats.class_loss.is_finite() && stats.coral_loss.is_finite() && stats.align_loss.is_finite()) {
                 bar.abandon_with_message("diverged");
                 eprintln!(
-                    "iteration {it}: loss is not finite (class {}, coral {}); stopping the run as diverged",
-                    stats.class_loss, stats.coral_loss
+                    "iteration {it}: loss is not finite (class {}, coral {}, {} {}); stopping the run as diverged",
+                    stats.class_loss,
+                    stats.coral_loss,
+                    cfg.method.name(),
+                    stats.align_loss
                 );
                 return Ok(Status::Diverged);
             }
             if let Some(steps) = &mut self.steps {
-                let StepStats { class_loss, coral_loss, coral_distance, correct, .. } = stats;
+                let StepStats { class_loss, coral_loss, coral_distance, correct, align_loss, .. } = stats;
                 steps.append(&StepRow {
                     iteration: it,
                     lr: cfg.lr_at(it),
@@ -257,6 +290,7 @@ impl Training<'_> {
                     coral_loss,
                     coral_distance,
                     correct,
+                    align_loss,
                 })?;
             }
             self.state.means.add(stats);
@@ -268,6 +302,7 @@ impl Training<'_> {
                 && self.state.iteration < cfg.iterations
             {
                 self.state.elapsed_s = elapsed();
+                self.lock.check_in_place()?;
                 checkpoint::save(&self.checkpoint_dir, &self.model, &self.state)?;
             }
         }
@@ -287,20 +322,22 @@ impl Training<'_> {
             EVAL_CHUNK,
             it,
         )?;
-        let (class_loss, coral_loss, coral_distance, source_acc) = state.means.means();
+        let (class_loss, coral_loss, coral_distance, source_acc, align_loss) = state.means.means();
         let row = MetricsRow {
             iteration: it,
             epoch: state.streams.source.epoch(),
             lr: cfg.lr_at(it.saturating_sub(1)),
             class_loss,
             coral_loss,
-            weighted_coral_loss: cfg.lambda * coral_loss,
+            weighted_coral_loss: cfg.lambda * align_loss,
             coral_distance,
             source_acc,
             target_acc: ev.accuracy,
             target_loss: ev.loss,
             elapsed_s: elapsed(),
+            align_loss,
         };
+        self.lock.check_in_place()?;
         self.log.append(&row)?;
         state.rows += 1;
         state.evaluated = true;

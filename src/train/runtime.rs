@@ -35,11 +35,14 @@ pub fn device_name(device: Device) -> String {
 /// A fixed count keeps CPU reductions, hence metrics, bit-for-bit repeatable (tests/faults.rs);
 /// libtorch's inter-op pool is left alone: eager-mode training runs one op at a time and
 /// never uses it.
-pub fn set_threads(threads: usize) -> usize {
+///
+/// More threads than the cores this process may use is refused (`config::check_threads`).
+pub fn set_threads(threads: usize) -> Result<usize> {
+    crate::config::check_threads(threads)?;
     if threads > 0 {
         tch::set_num_threads(threads as i32);
     }
-    tch::get_num_threads().max(1) as usize
+    Ok(tch::get_num_threads().max(1) as usize)
 }
 
 /// Independent random streams of one run, all derived from its seed.

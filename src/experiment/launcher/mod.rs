@@ -246,6 +246,12 @@ pub trait Launcher {
     fn executes(&self) -> bool {
         true
     }
+
+    /// True when the runs execute on this machine (or would: a dry run of a local sweep), so
+    /// the sweep checks what depends on it, the thread count against its cores.
+    fn runs_here(&self) -> bool {
+        true
+    }
 }
 
 #[cfg(test)]

@@ -838,6 +838,11 @@ impl fmt::Display for WaitStopped {
 impl std::error::Error for WaitStopped {}
 
 impl Launcher for Slurm {
+    /// The runs execute on the cluster's nodes, whose cores this machine cannot see.
+    fn runs_here(&self) -> bool {
+        false
+    }
+
     fn launch(&self, jobs: Vec<Job>, progress: &ProgressBar) -> Result<Vec<Failure>> {
         self.launch_until(jobs, progress, &Stop::never())
     }

@@ -16,11 +16,11 @@ use std::path::Path;
 
 use anyhow::{bail, Result};
 
-use super::read::{self, FoundRun};
+use super::read::{self, DoneRun, FoundRun};
 use super::render::{fmt_diff_sd, fmt_mean_sd, markdown_table};
 use super::stats::Stat;
 use super::{Lambda, Transfer};
-use crate::train::metrics::{self, MetricsRow};
+use crate::train::metrics::{MetricsRow, StepRow};
 
 /// The comparison of one (transfer, lambda) over the seeds both folders have done.
 #[derive(Debug, Clone)]
@@ -53,22 +53,25 @@ pub struct Comparison {
     /// Config fields (other than paths and seed) on which the first pair differs: `field: A -> B`.
     pub config_changes: Vec<String>,
     pub markdown: String,
+    /// The files of A and B that were read (an output must not be one of them).
+    pub inputs: Vec<std::path::PathBuf>,
 }
 
-/// Pairs the done runs of `a` and `b` and compares them; an error if no pair exists.
+/// Pairs the done runs of `a` and `b` and compares them; an error if no pair exists. The runs
+/// either folder sets aside (not done, or logs that disagree with their record) are listed.
 pub fn compare(a: &Path, b: &Path) -> Result<Comparison> {
-    let (runs_a, runs_b) = (read::load_experiment(a)?.done, read::load_experiment(b)?.done);
-    let key = |r: &FoundRun| (r.transfer(), Lambda(r.lambda()), r.seed());
-    let by_key: BTreeMap<_, &FoundRun> = runs_b.iter().map(|r| (key(r), r)).collect();
-    let pairs: Vec<(&FoundRun, &FoundRun)> =
-        runs_a.iter().filter_map(|r| by_key.get(&key(r)).map(|other| (r, *other))).collect();
+    let (exp_a, exp_b) = (read::load_experiment(a)?, read::load_experiment(b)?);
+    let key = |r: &DoneRun| (r.found.transfer(), Lambda(r.found.lambda()), r.found.seed());
+    let by_key: BTreeMap<_, &DoneRun> = exp_b.done.iter().map(|r| (key(r), r)).collect();
+    let pairs: Vec<(&DoneRun, &DoneRun)> =
+        exp_a.done.iter().filter_map(|r| by_key.get(&key(r)).map(|other| (r, *other))).collect();
     let Some(first) = pairs.first() else {
         bail!("{} and {} have no done run in common (the same transfer, lambda and seed)", a.display(), b.display());
     };
-    let config_changes = config_changes(first.0, first.1)?;
+    let config_changes = config_changes(&first.0.found, &first.1.found)?;
     let mut cells: BTreeMap<(Transfer, Lambda), Vec<PairNumbers>> = BTreeMap::new();
     for (ra, rb) in &pairs {
-        cells.entry((ra.transfer(), Lambda(ra.lambda()))).or_default().push(PairNumbers::of(ra, rb)?);
+        cells.entry((ra.found.transfer(), Lambda(ra.found.lambda()))).or_default().push(PairNumbers::of(ra, rb));
     }
     let cells: Vec<CellComparison> = cells
         .into_iter()
@@ -89,8 +92,18 @@ pub fn compare(a: &Path, b: &Path) -> Result<Comparison> {
             }
         })
         .collect();
-    let markdown = render(a, b, &cells, &config_changes);
-    Ok(Comparison { cells, config_changes, markdown })
+    let mut markdown = render(a, b, &cells, &config_changes);
+    for (dir, exp) in [(a, &exp_a), (b, &exp_b)] {
+        if !exp.incomplete.is_empty() {
+            let _ = writeln!(markdown, "\nNot compared, in {} ({}):\n", dir.display(), exp.incomplete.len());
+            for r in &exp.incomplete {
+                let _ = writeln!(markdown, "- {}", r.describe());
+            }
+        }
+    }
+    let mut inputs = exp_a.inputs();
+    inputs.extend(exp_b.inputs());
+    Ok(Comparison { cells, config_changes, markdown, inputs })
 }
 
 /// What one pair of runs contributes.
@@ -104,20 +117,18 @@ struct PairNumbers {
 }
 
 impl PairNumbers {
-    fn of(a: &FoundRun, b: &FoundRun) -> Result<Self> {
-        let rows_a = metrics::read_rows(&a.dir.join("metrics.csv"))?;
-        let rows_b = metrics::read_rows(&b.dir.join("metrics.csv"))?;
-        let (acc_a, _, _) = read::run_numbers_of(a, &rows_a)?;
-        let (acc_b, _, _) = read::run_numbers_of(b, &rows_b)?;
+    fn of(a: &DoneRun, b: &DoneRun) -> Self {
+        let (rows_a, rows_b) = (&a.logs.rows, &b.logs.rows);
         let last_coral = |rows: &[MetricsRow]| rows.iter().rev().map(|r| r.coral_loss).find(|c| c.is_finite());
-        let (steps_a, steps_b) = (a.dir.join("steps.csv"), b.dir.join("steps.csv"));
-        let (losses_a, losses_b, per_iteration) = if steps_a.is_file() && steps_b.is_file() {
-            let losses =
-                |p: &Path| -> Result<Vec<f64>> { Ok(metrics::read_steps(p)?.iter().map(|r| r.class_loss).collect()) };
-            (losses(&steps_a)?, losses(&steps_b)?, true)
-        } else {
-            let losses = |rows: &[MetricsRow]| rows.iter().map(|r| r.class_loss).collect::<Vec<_>>();
-            (losses(&rows_a), losses(&rows_b), false)
+        let (losses_a, losses_b, per_iteration) = match (&a.logs.steps, &b.logs.steps) {
+            (Some(sa), Some(sb)) => {
+                let losses = |steps: &[StepRow]| steps.iter().map(|r| r.class_loss).collect::<Vec<_>>();
+                (losses(sa), losses(sb), true)
+            }
+            _ => {
+                let losses = |rows: &[MetricsRow]| rows.iter().map(|r| r.class_loss).collect::<Vec<_>>();
+                (losses(rows_a), losses(rows_b), false)
+            }
         };
         let diffs: Vec<f64> = losses_a
             .iter()
@@ -127,14 +138,14 @@ impl PairNumbers {
             .collect();
         let max_class_loss_diff = diffs.iter().copied().fold(0.0, f64::max);
         let first_class_loss_diff = diffs.first().copied().unwrap_or(f64::NAN);
-        Ok(Self {
-            seed: a.seed(),
-            acc: (100.0 * acc_a, 100.0 * acc_b),
-            coral: (last_coral(&rows_a).unwrap_or(f64::NAN), last_coral(&rows_b).unwrap_or(f64::NAN)),
+        Self {
+            seed: a.found.seed(),
+            acc: (100.0 * a.result.final_acc, 100.0 * b.result.final_acc),
+            coral: (last_coral(rows_a).unwrap_or(f64::NAN), last_coral(rows_b).unwrap_or(f64::NAN)),
             max_class_loss_diff,
             first_class_loss_diff,
             per_iteration,
-        })
+        }
     }
 }
 

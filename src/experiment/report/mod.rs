@@ -25,6 +25,8 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result};
 
+use crate::config::Method;
+
 /// Two experiments run for run (`deep-coral compare`): accuracy, CORAL loss, class loss.
 pub mod compare;
 /// CORAL against lambda = 0 on the same seeds: accuracy gained, CORAL distance.
@@ -114,8 +116,8 @@ pub struct Report {
     pub paper: Option<PaperTable>,
     /// CORAL against lambda = 0, per transfer and adapted lambda.
     pub paired: Vec<paired::Paired>,
-    /// The same averaged over transfers (one adapted lambda each).
-    pub average: Option<paired::Average>,
+    /// The same averaged over transfers, per method (one lambda per transfer each).
+    pub averages: Vec<paired::Average>,
     /// The contents of `headline.md` (written when there is a paired comparison).
     pub headline: Option<String>,
     /// The contents of `table.md`.
@@ -142,14 +144,15 @@ pub fn report(experiment_dir: &Path, paper_table: Option<&Path>) -> Result<Repor
         })?),
         None => None,
     };
-    let results = &exp.results;
+    let results: Vec<read::RunResult> = exp.done.iter().map(|d| d.result.clone()).collect();
+    let results = &results;
 
     // stats
     let (groups, columns, missing) = stats::summarize(results, &exp.incomplete, paper.as_ref());
     let no_baseline = stats::without_baseline(&groups, &columns);
     let no_adapted = stats::without_adapted(&groups, &columns);
     let paired = paired::pair(results, &columns);
-    let average = paired::average(&paired, results);
+    let averages = paired::averages(&paired, results);
 
     // render
     let title = experiment_dir
@@ -164,11 +167,14 @@ pub fn report(experiment_dir: &Path, paper_table: Option<&Path>) -> Result<Repor
         missing: &missing,
         paper: paper.as_ref(),
         paired: &paired,
-        average: average.as_ref(),
+        averages: &averages,
     };
     let markdown = render::table_markdown(&parts, &title);
     let csv = render::summary_csv(&groups);
-    let headline = (!paired.is_empty()).then(|| render::headline(&paired, average.as_ref(), &title));
+    // The README's headline: Deep CORAL against the CNN.
+    let coral: Vec<paired::Paired> = paired.iter().filter(|p| p.method == Method::Coral).cloned().collect();
+    let coral_avg = averages.iter().find(|a| a.method == Method::Coral);
+    let headline = (!coral.is_empty()).then(|| render::headline(&coral, coral_avg, &title));
 
     // write
     let summary_path = experiment_dir.join("summary.csv");
@@ -187,7 +193,7 @@ pub fn report(experiment_dir: &Path, paper_table: Option<&Path>) -> Result<Repor
         no_adapted,
         paper,
         paired,
-        average,
+        averages,
         headline,
         markdown,
         csv,

@@ -1,6 +1,7 @@
-//! CORAL against lambda = 0, seed by seed. The two runs of a transfer with the same seed share
-//! their initial fc8, their batches, crops, mirrors and dropout masks, and differ only by the
-//! CORAL term; so the per-seed difference of their final target accuracies is the effect of
+//! Each method against lambda = 0 (the CNN: coral without its term), seed by seed. The two runs
+//! of a transfer with the same seed share their initial fc8, their batches, crops, mirrors and
+//! dropout masks, and differ only by the method (its loss; DDC's adaptation layer, DAN's frozen
+//! convolutions); so the per-seed difference of their final target accuracies is the effect of
 //! CORAL with the seed noise of the data order taken out. Per transfer: its mean, a 95%
 //! confidence interval and an exact sign-flip test over the seeds (`stats::Effect`), and the
 //! verdict the interval gives ("better", "worse", "no difference shown"); over the transfers,
@@ -16,15 +17,17 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use super::read::RunResult;
-use super::stats::{Effect, Stat};
+use super::stats::{is_baseline, Effect, Stat};
 use super::Transfer;
+use crate::config::Method;
 use crate::experiment::rule::{self, WindowLosses};
 
-/// One adapted lambda of one transfer against that transfer's lambda = 0, over the seeds
-/// both have done.
+/// One method and lambda of one transfer against that transfer's CNN (coral, lambda = 0), over
+/// the seeds both have done.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Paired {
     pub transfer: Transfer,
+    pub method: Method,
     pub lambda: f64,
     pub seeds: Vec<u64>,
     /// Final target accuracy of the lambda = 0 and lambda > 0 runs of those seeds, in %.
@@ -58,18 +61,19 @@ impl Paired {
     }
 }
 
-/// Every (transfer, lambda > 0) with at least one seed that its lambda = 0 also has; in the
-/// order of `columns`, lambdas ascending.
+/// Every (transfer, method, lambda) but the CNN itself with at least one seed that the CNN
+/// also has; in the order of `columns`, then methods (coral, ddc, dan), lambdas ascending.
 pub fn pair(results: &[RunResult], columns: &[Transfer]) -> Vec<Paired> {
-    let mut by_cell: BTreeMap<(&Transfer, super::Lambda), BTreeMap<u64, &RunResult>> = BTreeMap::new();
+    type Cell<'a> = (&'a Transfer, Method, super::Lambda);
+    let mut by_cell: BTreeMap<Cell, BTreeMap<u64, &RunResult>> = BTreeMap::new();
     for r in results {
-        by_cell.entry((&r.transfer, super::Lambda(r.lambda))).or_default().insert(r.seed, r);
+        by_cell.entry((&r.transfer, r.method, super::Lambda(r.lambda))).or_default().insert(r.seed, r);
     }
     let mut out = Vec::new();
     for transfer in columns {
-        let Some(baseline) = by_cell.get(&(transfer, super::Lambda(0.0))) else { continue };
-        for ((t, lambda), runs) in &by_cell {
-            if *t != transfer || lambda.0 == 0.0 {
+        let Some(baseline) = by_cell.get(&(transfer, Method::Coral, super::Lambda(0.0))) else { continue };
+        for ((t, method, lambda), runs) in &by_cell {
+            if *t != transfer || is_baseline(*method, lambda.0) {
                 continue;
             }
             let both: Vec<(&RunResult, &RunResult)> =
@@ -85,6 +89,7 @@ pub fn pair(results: &[RunResult], columns: &[Transfer]) -> Vec<Paired> {
             let windows: Vec<WindowLosses> = both.iter().filter_map(|(_, a)| a.window).collect();
             out.push(Paired {
                 transfer: transfer.clone(),
+                method: *method,
                 lambda: lambda.0,
                 seeds: both.iter().map(|(b, _)| b.seed).collect(),
                 baseline_acc: acc(|(b, _)| b.final_acc),
@@ -100,11 +105,12 @@ pub fn pair(results: &[RunResult], columns: &[Transfer]) -> Vec<Paired> {
     out
 }
 
-/// The comparison averaged over transfers: for each seed that every row has, the mean over the
-/// rows of that seed's difference, and the effect of those means; beside it the mean over the
-/// rows of each side's accuracy.
+/// The comparison of one method averaged over transfers: for each seed that every row has, the
+/// mean over the rows of that seed's difference, and the effect of those means; beside it the
+/// mean over the rows of each side's accuracy.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Average {
+    pub method: Method,
     /// The rows averaged (`pair`'s, one adapted lambda per transfer).
     pub transfers: usize,
     pub seeds: Vec<u64>,
@@ -114,11 +120,22 @@ pub struct Average {
     pub effect: Effect,
 }
 
-/// The average over `paired` (see [`Average`]); `None` when a transfer has several adapted
-/// lambdas (which one would count?) or no seed is common to every row.
+/// One [`Average`] per method of `paired` that has it (see [`average`]), in method order.
+pub fn averages(paired: &[Paired], results: &[RunResult]) -> Vec<Average> {
+    Method::ALL
+        .iter()
+        .filter_map(|&m| {
+            let rows: Vec<Paired> = paired.iter().filter(|p| p.method == m).cloned().collect();
+            average(&rows, results)
+        })
+        .collect()
+}
+
+/// The average over `paired`, rows of one method (see [`Average`]); `None` when a transfer has
+/// several lambdas (which one would count?) or no seed is common to every row.
 pub fn average(paired: &[Paired], results: &[RunResult]) -> Option<Average> {
     let transfers: BTreeSet<&Transfer> = paired.iter().map(|p| &p.transfer).collect();
-    if paired.is_empty() || transfers.len() != paired.len() {
+    if paired.is_empty() || transfers.len() != paired.len() || paired.iter().any(|p| p.method != paired[0].method) {
         return None;
     }
     let mut seeds: BTreeSet<u64> = paired[0].seeds.iter().copied().collect();
@@ -128,27 +145,34 @@ pub fn average(paired: &[Paired], results: &[RunResult]) -> Option<Average> {
     if seeds.is_empty() {
         return None;
     }
-    let acc = |t: &Transfer, lambda: f64, seed: u64| {
+    let method = paired[0].method;
+    let acc = |t: &Transfer, method: Method, lambda: f64, seed: u64| {
         results
             .iter()
-            .find(|r| &r.transfer == t && super::Lambda(r.lambda) == super::Lambda(lambda) && r.seed == seed)
+            .find(|r| {
+                &r.transfer == t
+                    && r.method == method
+                    && super::Lambda(r.lambda) == super::Lambda(lambda)
+                    && r.seed == seed
+            })
             .map(|r| 100.0 * r.final_acc)
             .expect("a paired run")
     };
+    let adapted = |p: &Paired, s: u64| acc(&p.transfer, p.method, p.lambda, s);
+    let baseline = |p: &Paired, s: u64| acc(&p.transfer, Method::Coral, 0.0, s);
     let per_seed: Vec<f64> = seeds
         .iter()
-        .map(|&s| paired.iter().map(|p| acc(&p.transfer, p.lambda, s) - acc(&p.transfer, 0.0, s)).sum::<f64>())
+        .map(|&s| paired.iter().map(|p| adapted(p, s) - baseline(p, s)).sum::<f64>())
         .map(|sum| sum / paired.len() as f64)
         .collect();
-    let side = |lambda_of: &dyn Fn(&Paired) -> f64| {
-        let per_row: Vec<f64> = paired
-            .iter()
-            .map(|p| seeds.iter().map(|&s| acc(&p.transfer, lambda_of(p), s)).sum::<f64>() / seeds.len() as f64)
-            .collect();
+    let side = |of: &dyn Fn(&Paired, u64) -> f64| {
+        let per_row: Vec<f64> =
+            paired.iter().map(|p| seeds.iter().map(|&s| of(p, s)).sum::<f64>() / seeds.len() as f64).collect();
         per_row.iter().sum::<f64>() / per_row.len() as f64
     };
-    let (baseline_acc, adapted_acc) = (side(&|_| 0.0), side(&|p| p.lambda));
+    let (baseline_acc, adapted_acc) = (side(&baseline), side(&adapted));
     Some(Average {
+        method,
         transfers: paired.len(),
         seeds: seeds.into_iter().collect(),
         baseline_acc,
@@ -165,12 +189,19 @@ mod tests {
     fn run(target: &str, lambda: f64, seed: u64, acc: f64, coral: f64) -> RunResult {
         RunResult {
             transfer: Transfer::new("amazon", target),
+            method: Method::Coral,
             lambda,
             seed,
             final_acc: acc,
             best_acc: acc,
             final_distance: coral.sqrt(),
-            window: Some(WindowLosses { class_loss: 0.5, coral_loss: coral, steps: 60, from_steps: true }),
+            window: Some(WindowLosses {
+                class_loss: 0.5,
+                coral_loss: coral,
+                align_loss: coral,
+                steps: 60,
+                from_steps: true,
+            }),
         }
     }
 

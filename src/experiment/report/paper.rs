@@ -9,6 +9,7 @@ use anyhow::{bail, Context, Result};
 use serde::Deserialize;
 
 use super::Transfer;
+use crate::config::Method;
 
 /// The paper's transfers in Table 1's column order (A->D, A->W, D->A, D->W, W->A, W->D).
 pub const PAPER_SHIFTS: [(&str, &str); 6] = [
@@ -107,13 +108,13 @@ impl PaperTable {
     }
 }
 
-/// The paper method our runs are compared with: lambda = 0 is the paper's CNN (no
-/// adaptation), lambda > 0 is D-CORAL.
-pub fn paper_method_for(lambda: f64) -> &'static str {
-    if lambda == 0.0 {
+/// The paper's row our runs of `method` at `lambda` stand beside: coral at lambda = 0 is the
+/// paper's CNN (no adaptation); otherwise the method's own row (D-CORAL, DDC, DAN).
+pub fn paper_method_for(method: Method, lambda: f64) -> &'static str {
+    if lambda == 0.0 && method == Method::Coral {
         "CNN"
     } else {
-        "D-CORAL"
+        method.paper_row()
     }
 }
 

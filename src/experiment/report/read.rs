@@ -1,5 +1,5 @@
-//! The experiment folder read from disk: every run folder
-//! `<transfer>/lambda_<x>/seed_<n>` with its `run.json` (read as
+//! The experiment folder read from disk: every run folder (`run_id::find_runs`: `<transfer>/
+//! [<method>/]lambda_<x>/seed_<n>`) with its `run.json` (read as
 //! [`crate::train::metrics::RunRecord`], the one type of that file), sorted into the done runs
 //! and the runs not counted; the links of `spec.json`; and the final and best target accuracy
 //! of each done run from its `metrics.csv`.
@@ -10,8 +10,10 @@ use std::path::{Path, PathBuf};
 use anyhow::{bail, Context, Result};
 
 use super::{Lambda, Transfer};
+use crate::config::Method;
 use crate::experiment::rule::{self, WindowLosses};
-use crate::train::metrics::{MetricsRow, RunRecord, Status};
+use crate::experiment::run_id;
+use crate::train::metrics::{self, MetricsRow, RunRecord, Status, StepRow};
 
 /// One run folder whose `run.json` was read.
 #[derive(Debug, Clone)]
@@ -25,6 +27,10 @@ pub struct FoundRun {
 impl FoundRun {
     pub fn transfer(&self) -> Transfer {
         Transfer::new(&self.record.config.source, &self.record.config.target)
+    }
+
+    pub fn method(&self) -> Method {
+        self.record.config.method
     }
 
     pub fn lambda(&self) -> f64 {
@@ -45,6 +51,7 @@ pub struct IncompleteRun {
     pub rel_dir: PathBuf,
     /// `None` where the folder name could not be read as `<source>_<target>`.
     pub transfer: Option<Transfer>,
+    pub method: Method,
     pub lambda: Option<f64>,
     pub seed: Option<u64>,
     /// The status from `run.json`, `no run.json`, or `run.json not read (<why>)`.
@@ -72,29 +79,114 @@ pub struct SpecLinks {
     pub paper_curves: Option<PathBuf>,
 }
 
+/// A done run whose logs agree with its record, and what the report takes from them.
+#[derive(Debug, Clone)]
+pub struct DoneRun {
+    pub found: FoundRun,
+    pub logs: RunLogs,
+    pub result: RunResult,
+}
+
+/// A done run's logs, read and checked against its `run.json` (`RunLogs::read`).
+#[derive(Debug, Clone)]
+pub struct RunLogs {
+    /// `metrics.csv`: a row at iteration 0, every `eval_every`, and at the last iteration.
+    pub rows: Vec<MetricsRow>,
+    /// `steps.csv` when the run logged its steps: one row per iteration, in order.
+    pub steps: Option<Vec<StepRow>>,
+}
+
+impl RunLogs {
+    /// Reads a done run's `metrics.csv` (and `steps.csv` under `log_steps`) and checks them
+    /// against what its record says was written: the rows at exactly the iterations a run of
+    /// `iterations` and `eval_every` evaluates, ending at `iterations_done` = `iterations`; one
+    /// step row per iteration. A file cut at a row boundary, or rows of another run, fail here
+    /// with what was expected, so no reader takes a damaged run for a finished one.
+    pub fn read(run: &FoundRun) -> Result<RunLogs> {
+        let cfg = &run.record.config;
+        let metrics_path = run.dir.join("metrics.csv");
+        let rows = metrics::read_rows(&metrics_path)?;
+        let want: Vec<usize> =
+            (0..=cfg.iterations).filter(|it| it % cfg.eval_every.max(1) == 0 || *it == cfg.iterations).collect();
+        let got: Vec<usize> = rows.iter().map(|r| r.iteration).collect();
+        if got != want {
+            bail!(
+                "{}: {} rows (iterations {}), but a finished run of {} iterations evaluated every {} writes {} ({}): the \
+                 file is cut short or not this run's",
+                metrics_path.display(),
+                got.len(),
+                span(&got),
+                cfg.iterations,
+                cfg.eval_every,
+                want.len(),
+                span(&want)
+            );
+        }
+        if run.record.iterations_done != cfg.iterations {
+            bail!(
+                "{}: run.json says done after {} of {} iterations",
+                run.dir.join("run.json").display(),
+                run.record.iterations_done,
+                cfg.iterations
+            );
+        }
+        let steps = if cfg.log_steps {
+            let path = run.dir.join("steps.csv");
+            let steps = metrics::read_steps(&path)?;
+            let in_order = steps.iter().enumerate().all(|(i, s)| s.iteration == i);
+            if steps.len() != cfg.iterations || !in_order {
+                bail!(
+                    "{}: {} rows, but the run logged its steps for {} iterations (one row each, 0 to {}): the file is \
+                     cut short or damaged",
+                    path.display(),
+                    steps.len(),
+                    cfg.iterations,
+                    cfg.iterations.saturating_sub(1)
+                );
+            }
+            Some(steps)
+        } else {
+            None
+        };
+        Ok(RunLogs { rows, steps })
+    }
+}
+
+impl Experiment {
+    /// Every file of this experiment that its readers read: each run folder's `run.json`,
+    /// `metrics.csv` and `steps.csv`, and `spec.json` (whether or not they exist), so that a
+    /// command's output can be refused when it is one of them.
+    pub fn inputs(&self) -> Vec<PathBuf> {
+        let mut dirs: Vec<PathBuf> = self.done.iter().map(|d| d.found.dir.clone()).collect();
+        dirs.extend(self.incomplete.iter().map(|r| self.dir.join(&r.rel_dir)));
+        let mut files: Vec<PathBuf> = dirs
+            .iter()
+            .flat_map(|d| ["run.json", "metrics.csv", "steps.csv", "config.json"].map(|f| d.join(f)))
+            .collect();
+        files.push(self.dir.join("spec.json"));
+        files
+    }
+}
+
+/// `0, 25, ..., 300` for a list of iterations (its first two and its last).
+fn span(its: &[usize]) -> String {
+    match its {
+        [] => "none".into(),
+        [a] => a.to_string(),
+        [a, b] => format!("{a}, {b}"),
+        [a, b, .., z] => format!("{a}, {b}, ..., {z}"),
+    }
+}
+
 /// Everything found in one experiment folder.
 #[derive(Debug, Clone)]
 pub struct Experiment {
     pub dir: PathBuf,
     /// Runs with status `done` whose files could be read, sorted by transfer, lambda, seed.
-    pub done: Vec<FoundRun>,
-    /// What was read of each of `done`, in the same order.
-    pub results: Vec<RunResult>,
+    pub done: Vec<DoneRun>,
     /// All other run folders, sorted by path.
     pub incomplete: Vec<IncompleteRun>,
     pub spec: SpecLinks,
-}
-
-fn sorted_subdirs(dir: &Path) -> Result<Vec<(String, PathBuf)>> {
-    let mut out = Vec::new();
-    for entry in std::fs::read_dir(dir).with_context(|| format!("listing {}", dir.display()))? {
-        let entry = entry.with_context(|| format!("listing {}", dir.display()))?;
-        if entry.file_type().with_context(|| format!("reading {}", entry.path().display()))?.is_dir() {
-            out.push((entry.file_name().to_string_lossy().into_owned(), entry.path()));
-        }
-    }
-    out.sort();
-    Ok(out)
 }
 
 /// Reads `spec.json` if present, keeping only `paper_table` and `paper_curves`.
@@ -155,10 +247,11 @@ fn read_run_file(json_path: &Path) -> Result<RunFile> {
     })
 }
 
-/// A run folder whose `run.json` gave no record: its transfer, lambda and seed come from the
-/// folder names.
+/// A run folder whose `run.json` gave no record: its transfer, method, lambda and seed come
+/// from the folder names.
 struct UnreadRun {
     transfer_name: String,
+    method: Method,
     lambda: Option<f64>,
     seed: Option<u64>,
     rel_dir: PathBuf,
@@ -176,6 +269,7 @@ impl UnreadRun {
         IncompleteRun {
             rel_dir: self.rel_dir,
             transfer,
+            method: self.method,
             lambda: self.lambda,
             seed: self.seed,
             status: self.status,
@@ -190,6 +284,7 @@ fn incomplete_of(run: &FoundRun, rel_dir: PathBuf) -> IncompleteRun {
     IncompleteRun {
         rel_dir,
         transfer: Some(run.transfer()),
+        method: run.method(),
         lambda: Some(run.lambda()),
         seed: Some(run.seed()),
         status: status_name(run.record.status),
@@ -210,38 +305,36 @@ pub fn load_experiment(experiment_dir: &Path) -> Result<Experiment> {
     let mut done = Vec::new();
     let mut incomplete = Vec::new();
     let mut unread = Vec::new();
-    for (transfer_name, transfer_dir) in sorted_subdirs(experiment_dir)? {
-        for (lambda_name, lambda_dir) in sorted_subdirs(&transfer_dir)? {
-            let Some(lambda_text) = lambda_name.strip_prefix("lambda_") else { continue };
-            for (seed_name, run_dir) in sorted_subdirs(&lambda_dir)? {
-                let Some(seed_text) = seed_name.strip_prefix("seed_") else { continue };
-                let rel_dir = PathBuf::from(&transfer_name).join(&lambda_name).join(&seed_name);
-                match read_run_file(&run_dir.join("run.json"))? {
-                    RunFile::Read(record) => {
-                        let run = FoundRun { dir: run_dir.clone(), record: *record };
-                        if run.record.status != Status::Done {
-                            incomplete.push(incomplete_of(&run, rel_dir));
-                        } else {
-                            match run_result(&run) {
-                                Ok(result) => done.push((run, result)),
-                                // Done, but its rows cannot be read: listed, the rest reported.
-                                Err(e) => {
-                                    let mut listed = incomplete_of(&run, rel_dir);
-                                    listed.status = format!("done, but not counted: {e:#}");
-                                    incomplete.push(listed);
-                                }
-                            }
+    let found = run_id::find_runs(experiment_dir).with_context(|| format!("listing {}", experiment_dir.display()))?;
+    for found in found {
+        let run_dir = experiment_dir.join(&found.rel_dir);
+        let rel_dir = found.rel_dir.clone();
+        match read_run_file(&run_dir.join("run.json"))? {
+            RunFile::Read(record) => {
+                let run = FoundRun { dir: run_dir, record: *record };
+                if run.record.status != Status::Done {
+                    incomplete.push(incomplete_of(&run, rel_dir));
+                } else {
+                    match RunLogs::read(&run).and_then(|logs| Ok((run_result(&run, &logs)?, logs))) {
+                        Ok((result, logs)) => done.push(DoneRun { found: run, logs, result }),
+                        // Done, but its logs cannot be read or disagree with its record: listed,
+                        // the rest reported.
+                        Err(e) => {
+                            let mut listed = incomplete_of(&run, rel_dir);
+                            listed.status = format!("done, but not counted: {e:#}");
+                            incomplete.push(listed);
                         }
                     }
-                    RunFile::NotRead(status) => unread.push(UnreadRun {
-                        transfer_name: transfer_name.clone(),
-                        lambda: lambda_text.parse::<f64>().ok(),
-                        seed: seed_text.parse().ok(),
-                        rel_dir,
-                        status,
-                    }),
                 }
             }
+            RunFile::NotRead(status) => unread.push(UnreadRun {
+                transfer_name: found.transfer_name,
+                method: found.method,
+                lambda: found.lambda,
+                seed: found.seed,
+                rel_dir,
+                status,
+            }),
         }
     }
     if done.is_empty() && incomplete.is_empty() && unread.is_empty() {
@@ -251,8 +344,8 @@ pub fn load_experiment(experiment_dir: &Path) -> Result<Experiment> {
         );
     }
     let mut known: BTreeMap<String, Transfer> = BTreeMap::new();
-    for (r, _) in &done {
-        let t = r.transfer();
+    for d in &done {
+        let t = d.found.transfer();
         known.insert(t.dir_name(), t);
     }
     for r in &incomplete {
@@ -261,18 +354,17 @@ pub fn load_experiment(experiment_dir: &Path) -> Result<Experiment> {
         }
     }
     incomplete.extend(unread.into_iter().map(|u| u.into_incomplete(&known)));
-    done.sort_by(|(a, _), (b, _)| {
-        (a.transfer(), Lambda(a.lambda()), a.seed()).cmp(&(b.transfer(), Lambda(b.lambda()), b.seed()))
-    });
+    let key = |d: &DoneRun| (d.found.transfer(), d.found.method(), Lambda(d.found.lambda()), d.found.seed());
+    done.sort_by_key(key);
     incomplete.sort_by(|a, b| a.rel_dir.cmp(&b.rel_dir));
-    let (done, results) = done.into_iter().unzip();
-    Ok(Experiment { dir: experiment_dir.to_path_buf(), done, results, incomplete, spec })
+    Ok(Experiment { dir: experiment_dir.to_path_buf(), done, incomplete, spec })
 }
 
 /// What the report takes from one done run (accuracies as fractions), read by [`run_result`].
 #[derive(Debug, Clone, PartialEq)]
 pub struct RunResult {
     pub transfer: Transfer,
+    pub method: Method,
     pub lambda: f64,
     pub seed: u64,
     pub final_acc: f64,
@@ -285,25 +377,30 @@ pub struct RunResult {
     pub window: Option<WindowLosses>,
 }
 
-/// Everything the report takes from one done run's files.
-fn run_result(run: &FoundRun) -> Result<RunResult> {
-    let rows = crate::train::metrics::read_rows(&run.dir.join("metrics.csv"))?;
-    let (final_acc, best_acc, final_distance) = run_numbers_of(run, &rows)?;
+/// Everything the report takes from one done run's logs.
+fn run_result(run: &FoundRun, logs: &RunLogs) -> Result<RunResult> {
+    let (final_acc, best_acc, final_distance) = run_numbers_of(run, &logs.rows)?;
+    let iterations = run.record.config.iterations;
+    let window = match &logs.steps {
+        Some(steps) => WindowLosses::of_steps(steps, iterations, rule::WINDOW),
+        None => WindowLosses::of_rows(&logs.rows, iterations, rule::WINDOW),
+    };
     Ok(RunResult {
         transfer: run.transfer(),
+        method: run.method(),
         lambda: run.lambda(),
         seed: run.seed(),
         final_acc,
         best_acc,
         final_distance,
-        window: WindowLosses::of_run_rows(&run.dir, &run.record, &rows, rule::WINDOW)?,
+        window,
     })
 }
 
 /// The final and best target accuracy (fractions) and the last logged CORAL distance of one
 /// done run, from its `metrics.csv` rows, already read. The final accuracy is `run.json`'s
 /// `final_target_acc`, else the last row's; best is the maximum over rows.
-pub fn run_numbers_of(run: &FoundRun, rows: &[MetricsRow]) -> Result<(f64, f64, f64)> {
+fn run_numbers_of(run: &FoundRun, rows: &[MetricsRow]) -> Result<(f64, f64, f64)> {
     let path = run.dir.join("metrics.csv");
     let finite: Vec<&MetricsRow> = rows.iter().filter(|r| r.target_acc.is_finite()).collect();
     let best = finite.iter().map(|r| r.target_acc).fold(f64::NAN, f64::max);
@@ -330,6 +427,7 @@ mod tests {
         let r = IncompleteRun {
             rel_dir: PathBuf::from("amazon_webcam/lambda_0.8/seed_3"),
             transfer: Some(Transfer::new("amazon", "webcam")),
+            method: Method::Coral,
             lambda: Some(0.8),
             seed: Some(3),
             status: "diverged".into(),
@@ -362,13 +460,18 @@ mod tests {
     fn partial_records_are_read_and_unknown_statuses_are_listed_not_counted() {
         let tmp = tempfile::tempdir().unwrap();
         let exp = tmp.path();
-        // Only config and status: read, and counted when done.
+        // A few fields of the config, the status and the count: read, and counted when done.
         write_run_json(
             exp,
             "amazon_webcam/lambda_0.8/seed_1",
-            r#"{"config": {"source": "amazon", "target": "webcam", "lambda": 0.8, "seed": 1}, "status": "done"}"#,
+            r#"{"config": {"source": "amazon", "target": "webcam", "lambda": 0.8, "seed": 1, "iterations": 1,
+                "eval_every": 1}, "status": "done", "iterations_done": 1}"#,
         );
-        let rows = format!("{}\n0,0,0.001,NaN,NaN,NaN,1e-3,0.1,0.5,1,0\n", crate::train::metrics::COLUMNS.join(","));
+        // (rows of the 11 columns before `align_loss`, as older runs wrote them)
+        let rows = format!(
+            "{}\n0,0,0.001,NaN,NaN,NaN,1e-3,0.1,0.5,1,0\n1,0,0.001,2,1,1,1e-3,0.1,0.6,1,0\n",
+            crate::train::metrics::COLUMNS[..11].join(",")
+        );
         std::fs::write(exp.join("amazon_webcam/lambda_0.8/seed_1/metrics.csv"), rows).unwrap();
         // Partial and running: listed with the iterations of its config.
         write_run_json(
@@ -389,11 +492,12 @@ mod tests {
         std::fs::create_dir_all(exp.join("amazon_webcam/lambda_0.8/seed_5")).unwrap();
 
         let found = load_experiment(exp).unwrap();
-        assert_eq!(found.done.len(), 1);
+        assert_eq!(found.done.len(), 1, "{:#?}", found.incomplete);
         let run = &found.done[0];
+        let (run, result) = (&run.found, &run.result);
         assert_eq!((run.transfer(), run.lambda(), run.seed()), (Transfer::new("amazon", "webcam"), 0.8, 1));
         assert_eq!(run.record.final_target_acc, None);
-        assert_eq!(run.record.iterations_done, 0);
+        assert_eq!(result.final_acc, 0.6, "the last row's, where run.json has none");
 
         let described: Vec<String> = found.incomplete.iter().map(IncompleteRun::describe).collect();
         assert_eq!(described.len(), 4, "{described:#?}");

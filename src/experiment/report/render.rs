@@ -7,8 +7,11 @@ use std::fmt::Write as _;
 use super::paired::{Average, Paired};
 use super::paper::{PaperCell, PaperTable};
 use super::read::IncompleteRun;
-use super::stats::{find_group, without_adapted, without_baseline, Effect, GroupSummary, MissingRun, Stat, Verdict};
+use super::stats::{
+    find_group, is_baseline, without_adapted, without_baseline, Effect, GroupSummary, MissingRun, Stat, Verdict,
+};
 use super::{Lambda, Transfer};
+use crate::config::Method;
 
 // ---------------------------------------------------------------------------------------
 // Numbers and tables
@@ -143,6 +146,24 @@ fn fmt_ratio(r: Option<f64>) -> String {
     r.map_or(DASH.to_string(), |r| format!("{}×", fmt_sig3(r)))
 }
 
+/// How the paired rows of each method come out, `CORAL against λ = 0: better on 2, ...; DDC
+/// against λ = 0: ...`.
+fn verdicts_by_method(paired: &[Paired]) -> String {
+    Method::ALL
+        .iter()
+        .filter_map(|&m| {
+            let rows: Vec<Paired> = paired.iter().filter(|p| p.method == m).cloned().collect();
+            (!rows.is_empty()).then(|| format!("{} against λ = 0: {}", method_title(m), verdict_counts(&rows)))
+        })
+        .collect::<Vec<_>>()
+        .join("; ")
+}
+
+/// `CORAL`, `DDC`, `DAN`.
+fn method_title(m: Method) -> String {
+    m.name().to_uppercase()
+}
+
 /// How the paired rows come out: `better on 2, worse on 0, no difference shown on 4 of 6
 /// transfers`.
 fn verdict_counts(paired: &[Paired]) -> String {
@@ -161,7 +182,10 @@ fn rule_misses(paired: &[Paired]) -> Vec<String> {
     paired
         .iter()
         .filter(|p| p.rule_held() == Some(false))
-        .map(|p| format!("{} ({})", p.transfer.label(), fmt_sig3(p.rule_ratio.unwrap_or(f64::NAN))))
+        .map(|p| {
+            let method = if p.method == Method::Coral { String::new() } else { format!(" {}", p.method.name()) };
+            format!("{}{method} ({})", p.transfer.label(), fmt_sig3(p.rule_ratio.unwrap_or(f64::NAN)))
+        })
         .collect()
 }
 
@@ -174,13 +198,15 @@ Student's t over the seeds]; the verdict is read from the interval alone: \"bett
 seeds), ✓ within a factor 2 of 1 (the paper's rule), ✗ outside. CORAL loss: l_CORAL (Eq. 2) over the same steps, \
 mean over seeds (a run without steps.csv is read from its metrics.csv rows inside the window); its λ = 0 / λ > 0 ratio is the paper's Fig. 3(c) comparison (there: at least 100×).";
 
-/// The paired comparison: how the transfers come out, one row per transfer and adapted
-/// lambda, the average over transfers, and the transfers where the rule did not hold.
-fn paired_table(paired: &[Paired], average: Option<&Average>) -> String {
+/// The paired comparison: how the transfers come out per method, one row per transfer, method
+/// and lambda, each method's average over transfers, and the transfers where the rule did not
+/// hold.
+fn paired_table(paired: &[Paired], averages: &[Average]) -> String {
     let mut md = String::new();
-    let _ = writeln!(md, "**CORAL against λ = 0: {}.** {PAIRED_NOTE}\n", verdict_counts(paired));
+    let _ = writeln!(md, "**{}.** {PAIRED_NOTE}\n", verdicts_by_method(paired));
     let header = [
         "transfer",
+        "method",
         "λ",
         "seeds",
         "final λ = 0",
@@ -205,6 +231,7 @@ fn paired_table(paired: &[Paired], average: Option<&Average>) -> String {
         .map(|p| {
             vec![
                 p.transfer.label(),
+                p.method.name().to_string(),
                 p.lambda.to_string(),
                 p.seeds.len().to_string(),
                 fmt_mean_sd(&p.baseline_acc),
@@ -220,9 +247,10 @@ fn paired_table(paired: &[Paired], average: Option<&Average>) -> String {
             ]
         })
         .collect();
-    if let Some(a) = average {
+    for a in averages {
         rows.push(vec![
             "avg".into(),
+            a.method.name().to_string(),
             String::new(),
             a.seeds.len().to_string(),
             format!("{:.1}", a.baseline_acc),
@@ -336,7 +364,7 @@ pub fn headline(paired: &[Paired], average: Option<&Average>, title: &str) -> St
 /// n seeds.
 pub fn summary_csv(groups: &[GroupSummary]) -> String {
     let mut out = String::from(
-        "source,target,transfer,lambda,n_seeds,seeds,final_acc_pct_mean,final_acc_pct_sd,\
+        "source,target,transfer,method,lambda,n_seeds,seeds,final_acc_pct_mean,final_acc_pct_sd,\
          best_acc_pct_mean,best_acc_pct_sd,n_incomplete,paper_method,paper_lambda,paper_acc_pct,\
          paper_acc_pm,final_minus_paper\n",
     );
@@ -348,10 +376,11 @@ pub fn summary_csv(groups: &[GroupSummary]) -> String {
         };
         let _ = writeln!(
             out,
-            "{},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{}",
+            "{},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{}",
             g.transfer.source,
             g.transfer.target,
             g.transfer.label(),
+            g.method.name(),
             g.lambda,
             g.final_acc.n,
             seeds.join(";"),
@@ -382,7 +411,7 @@ pub struct ReportParts<'a> {
     pub missing: &'a [MissingRun],
     pub paper: Option<&'a PaperTable>,
     pub paired: &'a [Paired],
-    pub average: Option<&'a Average>,
+    pub averages: &'a [Average],
 }
 
 /// `table.md`: the comparison with the paper's Table 1, the per-cell detail and the notes on
@@ -391,8 +420,8 @@ pub fn table_markdown(report: &ReportParts<'_>, title: &str) -> String {
     let mut md = intro(title, report.paper);
     md.push_str(&main_table(report));
     if !report.paired.is_empty() {
-        md.push_str("\n## CORAL against λ = 0, paired by seed\n\n");
-        md.push_str(&paired_table(report.paired, report.average));
+        md.push_str("\n## Each method against λ = 0, paired by seed\n\n");
+        md.push_str(&paired_table(report.paired, report.averages));
     }
     md.push_str("\n## Per transfer and λ\n\n");
     md.push_str(&detail_table(report.groups));
@@ -431,29 +460,41 @@ fn intro(title: &str, paper: Option<&PaperTable>) -> String {
 // The main table: one column per transfer plus avg; rows of the paper's numbers, ours, and
 // their differences.
 
-/// Which lambda each transfer uses in one row of ours: `λ = 0` (every transfer), `λ > 0`
-/// (one adapted lambda per transfer) or `λ = 0.8` (one row per adapted lambda).
+/// Which method and lambda each transfer uses in one row of ours: `λ = 0` (the CNN, every
+/// transfer), `λ > 0` (one adapted lambda per transfer) or `λ = 0.8` (one row per adapted
+/// lambda); rows of other methods carry the method's name (`ddc λ = 0.25`).
 struct LambdaRow {
     name: String,
+    method: Method,
     lambdas: BTreeMap<Transfer, f64>,
 }
 
 impl LambdaRow {
     /// `λ = 0` on every column.
     fn baseline(columns: &[Transfer]) -> Self {
-        Self { name: "λ = 0".into(), lambdas: columns.iter().map(|t| (t.clone(), 0.0)).collect() }
+        Self {
+            name: "λ = 0".into(),
+            method: Method::Coral,
+            lambdas: columns.iter().map(|t| (t.clone(), 0.0)).collect(),
+        }
     }
 
     /// This row's group on transfer `t`.
     fn group<'a>(&self, groups: &'a [GroupSummary], t: &Transfer) -> Option<&'a GroupSummary> {
-        self.lambdas.get(t).and_then(|l| find_group(groups, t, *l))
+        self.lambdas.get(t).and_then(|l| find_group(groups, t, self.method, *l))
     }
 }
 
-/// The adapted rows: one if every transfer has a single adapted lambda, else one per lambda.
+/// The adapted rows of each method, in method order: one if every transfer has a single
+/// lambda, else one per lambda.
 fn adapted_rows(groups: &[GroupSummary]) -> Vec<LambdaRow> {
+    Method::ALL.iter().flat_map(|&m| method_rows(groups, m)).collect()
+}
+
+fn method_rows(groups: &[GroupSummary], method: Method) -> Vec<LambdaRow> {
+    let prefix = if method == Method::Coral { String::new() } else { format!("{} ", method.name()) };
     let mut per_transfer: BTreeMap<Transfer, Vec<f64>> = BTreeMap::new();
-    for g in groups.iter().filter(|g| g.lambda > 0.0) {
+    for g in groups.iter().filter(|g| g.method == method && !is_baseline(g.method, g.lambda)) {
         per_transfer.entry(g.transfer.clone()).or_default().push(g.lambda);
     }
     if per_transfer.is_empty() {
@@ -463,16 +504,17 @@ fn adapted_rows(groups: &[GroupSummary]) -> Vec<LambdaRow> {
         let lambdas: BTreeMap<Transfer, f64> = per_transfer.into_iter().map(|(t, ls)| (t, ls[0])).collect();
         let distinct: BTreeSet<Lambda> = lambdas.values().map(|l| Lambda(*l)).collect();
         let name = match distinct.len() {
-            1 => format!("λ = {}", distinct.first().expect("one").0),
-            _ => "λ > 0".to_string(),
+            1 => format!("{prefix}λ = {}", distinct.first().expect("one").0),
+            _ => format!("{prefix}λ > 0"),
         };
-        return vec![LambdaRow { name, lambdas }];
+        return vec![LambdaRow { name, method, lambdas }];
     }
     let distinct: BTreeSet<Lambda> = per_transfer.values().flatten().map(|l| Lambda(*l)).collect();
     distinct
         .into_iter()
         .map(|l| LambdaRow {
-            name: format!("λ = {}", l.0),
+            name: format!("{prefix}λ = {}", l.0),
+            method,
             lambdas: per_transfer
                 .iter()
                 .filter(|(_, ls)| ls.iter().any(|x| Lambda(*x) == l))
@@ -542,14 +584,16 @@ fn lambda_rows(parts: &ReportParts<'_>, adapted: &[LambdaRow]) -> Vec<Vec<String
     if let Some(p) = parts.paper {
         rows.push(lambda_row("λ, paper (D-CORAL)", &|t| p.lambda(t)));
     }
-    if let [only] = adapted {
+    let coral: Vec<&LambdaRow> = adapted.iter().filter(|r| r.method == Method::Coral).collect();
+    if let [only] = coral[..] {
         rows.push(lambda_row("λ, ours (adapted)", &|t| only.lambdas.get(t).copied()));
     }
     rows
 }
 
-/// The final accuracies: paper CNN, ours λ = 0 and the difference; paper D-CORAL, then each
-/// adapted row of ours and its difference (paper rows only with a paper table).
+/// The final accuracies: paper CNN, ours λ = 0 and the difference; then per method with runs,
+/// its paper row (D-CORAL, DDC, DAN), each adapted row of ours and its difference (paper rows
+/// only with a paper table).
 fn final_rows(parts: &ReportParts<'_>, baseline: &LambdaRow, adapted: &[LambdaRow]) -> Vec<Vec<String>> {
     let mut rows = Vec::new();
     if let Some(p) = parts.paper {
@@ -558,12 +602,20 @@ fn final_rows(parts: &ReportParts<'_>, baseline: &LambdaRow, adapted: &[LambdaRo
     rows.push(ours_row(parts, baseline, Measure::Final));
     if let Some(p) = parts.paper {
         rows.push(diff_row(parts, baseline, p, "CNN"));
-        rows.push(paper_row(parts.columns, p, "D-CORAL"));
     }
-    for a in adapted {
-        rows.push(ours_row(parts, a, Measure::Final));
+    for method in Method::ALL {
+        let of_method: Vec<&LambdaRow> = adapted.iter().filter(|r| r.method == method).collect();
+        if of_method.is_empty() && method != Method::Coral {
+            continue;
+        }
         if let Some(p) = parts.paper {
-            rows.push(diff_row(parts, a, p, "D-CORAL"));
+            rows.push(paper_row(parts.columns, p, method.paper_row()));
+        }
+        for a in of_method {
+            rows.push(ours_row(parts, a, Measure::Final));
+            if let Some(p) = parts.paper {
+                rows.push(diff_row(parts, a, p, method.paper_row()));
+            }
         }
     }
     rows
@@ -619,6 +671,7 @@ fn diff_row(parts: &ReportParts<'_>, row: &LambdaRow, p: &PaperTable, method: &s
 fn detail_table(groups: &[GroupSummary]) -> String {
     let header: Vec<String> = [
         "transfer",
+        "method",
         "λ",
         "seeds (done)",
         "final, mean ± sd",
@@ -638,6 +691,7 @@ fn detail_row(g: &GroupSummary) -> Vec<String> {
     let seeds: Vec<String> = g.seeds.iter().map(|s| s.to_string()).collect();
     vec![
         g.transfer.label(),
+        g.method.name().to_string(),
         g.lambda.to_string(),
         format!("{} ({})", g.seeds.len(), seeds.join(", ")),
         fmt_mean_sd(&g.final_acc),
@@ -688,7 +742,8 @@ fn missing_list(missing: &[MissingRun]) -> String {
     if !missing.is_empty() {
         let _ = writeln!(md, "Missing (a seed other cells have, with no run folder here): {}\n", missing.len());
         for m in missing {
-            let _ = writeln!(md, "- {} λ = {}: seed {}", m.transfer.label(), m.lambda, m.seed);
+            let method = if m.method == Method::Coral { String::new() } else { format!(" {}", m.method.name()) };
+            let _ = writeln!(md, "- {}{method} λ = {}: seed {}", m.transfer.label(), m.lambda, m.seed);
         }
         md.push('\n');
     }
@@ -705,6 +760,7 @@ mod tests {
     fn run(source: &str, target: &str, lambda: f64, seed: u64, final_acc: f64, best_acc: f64) -> RunResult {
         RunResult {
             transfer: Transfer::new(source, target),
+            method: Method::Coral,
             lambda,
             seed,
             final_acc,
@@ -748,7 +804,15 @@ mod tests {
             run("amazon", "webcam", 0.8, 1, 0.66, 0.67),
         ];
         let (groups, columns, missing) = summarize(&results, &[], None);
-        assert_eq!(missing, vec![MissingRun { transfer: Transfer::new("amazon", "webcam"), lambda: 0.8, seed: 2 }]);
+        assert_eq!(
+            missing,
+            vec![MissingRun {
+                transfer: Transfer::new("amazon", "webcam"),
+                method: Method::Coral,
+                lambda: 0.8,
+                seed: 2
+            }]
+        );
         let parts = ReportParts {
             groups: &groups,
             columns: &columns,
@@ -756,7 +820,7 @@ mod tests {
             missing: &missing,
             paper: None,
             paired: &[],
-            average: None,
+            averages: &[],
         };
         let md = table_markdown(&parts, "tiny");
         let expected = "\
@@ -776,10 +840,10 @@ mod tests {
 
 ## Per transfer and λ
 
-| transfer | λ   | seeds (done) | final, mean ± sd | best, mean ± sd (not the paper's protocol) | incomplete | paper | final - paper |
-|----------|-----|--------------|------------------|--------------------------------------------|------------|-------|---------------|
-| A->W     | 0   | 2 (1, 2)     | 61.0 ± 1.4       | 62.5 ± 0.7                                 | 0          | —     | —             |
-| A->W     | 0.8 | 1 (1)        | 66.0             | 67.0                                       | 0          | —     | —             |
+| transfer | method | λ   | seeds (done) | final, mean ± sd | best, mean ± sd (not the paper's protocol) | incomplete | paper | final - paper |
+|----------|--------|-----|--------------|------------------|--------------------------------------------|------------|-------|---------------|
+| A->W     | coral  | 0   | 2 (1, 2)     | 61.0 ± 1.4       | 62.5 ± 0.7                                 | 0          | —     | —             |
+| A->W     | coral  | 0.8 | 1 (1)        | 66.0             | 67.0                                       | 0          | —     | —             |
 
 ## Runs not counted
 
@@ -809,7 +873,7 @@ Missing (a seed other cells have, with no run folder here): 1
             missing: &[],
             paper: Some(&p),
             paired: &paired,
-            average: None,
+            averages: &[],
         };
         let md = table_markdown(&parts, "sweep");
         // Both adapted lambdas of A->W beat its lambda = 0 on seed 1, but one seed shows no
@@ -818,9 +882,9 @@ Missing (a seed other cells have, with no run folder here): 1
             md.contains("**CORAL against λ = 0: better on 0, worse on 0, no difference shown on 2 of 2 transfers.**"),
             "{md}"
         );
-        let row = md.lines().find(|l| l.starts_with("| A->W     | 0.1 ")).unwrap();
+        let row = md.lines().find(|l| l.starts_with("| A->W     | coral  | 0.1 ")).unwrap();
         let cells: Vec<&str> = row.split('|').map(str::trim).collect();
-        assert_eq!(cells[3..11], ["1", "60.0", "64.0", "+4.0", "1.00", "no difference shown", "1 of 1", "—"], "{row}");
+        assert_eq!(cells[4..12], ["1", "60.0", "64.0", "+4.0", "1.00", "no difference shown", "1 of 1", "—"], "{row}");
         assert!(!md.contains("λ, ours (adapted)"), "{md}");
         assert!(md.contains("| ours λ = 0.1: final, 1 seed, no sd "), "{md}");
         assert!(md.contains("| ours λ = 1 - paper D-CORAL "), "{md}");

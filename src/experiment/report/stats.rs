@@ -7,6 +7,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use super::paper::{column_order, paper_method_for, PaperCell, PaperTable};
 use super::read::{IncompleteRun, RunResult};
 use super::{Lambda, Transfer};
+use crate::config::Method;
 
 /// Mean and sample standard deviation (n - 1) of n values; `sd` is `None` for n < 2.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -113,10 +114,11 @@ pub fn sign_flip_p(diffs: &[f64]) -> f64 {
     extreme as f64 / patterns as f64
 }
 
-/// One transfer and lambda over its done seeds. Accuracies in %.
+/// One transfer, method and lambda over its done seeds. Accuracies in %.
 #[derive(Debug, Clone, PartialEq)]
 pub struct GroupSummary {
     pub transfer: Transfer,
+    pub method: Method,
     pub lambda: f64,
     /// Seeds of the done runs.
     pub seeds: Vec<u64>,
@@ -127,7 +129,8 @@ pub struct GroupSummary {
     pub best_acc: Stat,
     /// Run folders of this cell that are not done.
     pub n_incomplete: usize,
-    /// `CNN` for lambda = 0, `D-CORAL` for lambda > 0, with the paper's number if it has one.
+    /// The paper's row it stands beside (`CNN` for coral at lambda = 0, else the method's:
+    /// `D-CORAL`, `DDC`, `DAN`), with the paper's number if it has one.
     pub paper: Option<(String, PaperCell)>,
     /// The authors' lambda for this transfer.
     pub paper_lambda: Option<f64>,
@@ -140,10 +143,11 @@ impl GroupSummary {
     }
 }
 
-/// A seed that other cells of the experiment have but this transfer and lambda lacks.
+/// A seed that other cells of the experiment have but this transfer, method and lambda lacks.
 #[derive(Debug, Clone, PartialEq)]
 pub struct MissingRun {
     pub transfer: Transfer,
+    pub method: Method,
     pub lambda: f64,
     pub seed: u64,
 }
@@ -154,36 +158,35 @@ pub fn summarize(
     incomplete: &[IncompleteRun],
     paper: Option<&PaperTable>,
 ) -> (Vec<GroupSummary>, Vec<Transfer>, Vec<MissingRun>) {
-    let mut cells: BTreeMap<(Transfer, Lambda), Vec<&RunResult>> = BTreeMap::new();
+    let mut cells: BTreeMap<(Transfer, Method, Lambda), Vec<&RunResult>> = BTreeMap::new();
     for r in results {
-        cells.entry((r.transfer.clone(), Lambda(r.lambda))).or_default().push(r);
+        cells.entry((r.transfer.clone(), r.method, Lambda(r.lambda))).or_default().push(r);
     }
-    let mut incomplete_cells: BTreeMap<(Transfer, Lambda), Vec<Option<u64>>> = BTreeMap::new();
+    let mut incomplete_cells: BTreeMap<(Transfer, Method, Lambda), Vec<Option<u64>>> = BTreeMap::new();
     for r in incomplete {
         if let (Some(t), Some(l)) = (&r.transfer, r.lambda) {
-            incomplete_cells.entry((t.clone(), Lambda(l))).or_default().push(r.seed);
+            incomplete_cells.entry((t.clone(), r.method, Lambda(l))).or_default().push(r.seed);
         }
     }
-    let mut transfers: BTreeSet<Transfer> = cells.keys().map(|(t, _)| t.clone()).collect();
-    transfers.extend(incomplete_cells.keys().map(|(t, _)| t.clone()));
+    let mut transfers: BTreeSet<Transfer> = cells.keys().map(|(t, _, _)| t.clone()).collect();
+    transfers.extend(incomplete_cells.keys().map(|(t, _, _)| t.clone()));
     let columns = column_order(&transfers, paper);
 
     let mut groups = Vec::new();
     for t in &columns {
-        for ((_, lambda), runs) in
-            cells.range((t.clone(), Lambda(f64::NEG_INFINITY))..=(t.clone(), Lambda(f64::INFINITY)))
-        {
+        for ((_, method, lambda), runs) in cells.iter().filter(|((ct, _, _), _)| ct == t) {
             let pct = |f: fn(&RunResult) -> f64| -> Vec<f64> { runs.iter().map(|r| 100.0 * f(r)).collect() };
-            let method = paper_method_for(lambda.0);
+            let row = paper_method_for(*method, lambda.0);
             groups.push(GroupSummary {
                 transfer: t.clone(),
+                method: *method,
                 lambda: lambda.0,
                 seeds: runs.iter().map(|r| r.seed).collect(),
                 final_acc: Stat::of(&pct(|r| r.final_acc)).expect("a cell has runs"),
                 best_acc: Stat::of(&pct(|r| r.best_acc)).expect("a cell has runs"),
-                n_incomplete: incomplete_cells.get(&(t.clone(), *lambda)).map_or(0, |v| v.len()),
-                paper: paper.and_then(|p| p.cell(method, t)).map(|c| (method.to_string(), c)),
-                paper_lambda: paper.and_then(|p| p.lambda(t)),
+                n_incomplete: incomplete_cells.get(&(t.clone(), *method, *lambda)).map_or(0, |v| v.len()),
+                paper: paper.and_then(|p| p.cell(row, t)).map(|c| (row.to_string(), c)),
+                paper_lambda: paper.and_then(|p| p.lambda(t)).filter(|_| *method == Method::Coral),
             });
         }
     }
@@ -191,40 +194,54 @@ pub fn summarize(
     // Seeds present somewhere in the experiment but absent from a cell (done or not).
     let mut all_seeds: BTreeSet<u64> = results.iter().map(|r| r.seed).collect();
     all_seeds.extend(incomplete.iter().filter_map(|r| r.seed));
-    let mut all_cells: BTreeSet<(Transfer, Lambda)> = cells.keys().cloned().collect();
+    let mut all_cells: BTreeSet<(Transfer, Method, Lambda)> = cells.keys().cloned().collect();
     all_cells.extend(incomplete_cells.keys().cloned());
     let mut missing = Vec::new();
     for t in &columns {
-        for (_, lambda) in all_cells.iter().filter(|(ct, _)| ct == t) {
-            let key = (t.clone(), *lambda);
+        for (_, method, lambda) in all_cells.iter().filter(|(ct, _, _)| ct == t) {
+            let key = (t.clone(), *method, *lambda);
             let mut present: BTreeSet<u64> = cells.get(&key).into_iter().flatten().map(|r| r.seed).collect();
             present.extend(incomplete_cells.get(&key).into_iter().flatten().flatten());
             for seed in all_seeds.difference(&present) {
-                missing.push(MissingRun { transfer: t.clone(), lambda: lambda.0, seed: *seed });
+                missing.push(MissingRun { transfer: t.clone(), method: *method, lambda: lambda.0, seed: *seed });
             }
         }
     }
     (groups, columns, missing)
 }
 
-/// The group of transfer `t` and exactly `lambda`.
-pub fn find_group<'a>(groups: &'a [GroupSummary], t: &Transfer, lambda: f64) -> Option<&'a GroupSummary> {
-    groups.iter().find(|g| &g.transfer == t && Lambda(g.lambda) == Lambda(lambda))
+/// The group of transfer `t`, `method` and exactly `lambda`.
+pub fn find_group<'a>(
+    groups: &'a [GroupSummary],
+    t: &Transfer,
+    method: Method,
+    lambda: f64,
+) -> Option<&'a GroupSummary> {
+    groups.iter().find(|g| &g.transfer == t && g.method == method && Lambda(g.lambda) == Lambda(lambda))
 }
 
-/// The first group of transfer `t` whose lambda passes `pred`.
-fn find_any<'a>(groups: &'a [GroupSummary], t: &Transfer, pred: impl Fn(f64) -> bool) -> Option<&'a GroupSummary> {
-    groups.iter().find(|g| &g.transfer == t && pred(g.lambda))
+/// The first group of transfer `t` that passes `pred`.
+fn find_any<'a>(
+    groups: &'a [GroupSummary],
+    t: &Transfer,
+    pred: impl Fn(&GroupSummary) -> bool,
+) -> Option<&'a GroupSummary> {
+    groups.iter().find(|g| &g.transfer == t && pred(g))
 }
 
-/// The `columns` with no done lambda = 0 run.
+/// The `columns` with no done CNN run (coral, lambda = 0).
 pub fn without_baseline(groups: &[GroupSummary], columns: &[Transfer]) -> Vec<Transfer> {
-    columns.iter().filter(|t| find_any(groups, t, |l| l == 0.0).is_none()).cloned().collect()
+    columns.iter().filter(|t| find_any(groups, t, |g| is_baseline(g.method, g.lambda)).is_none()).cloned().collect()
 }
 
-/// The `columns` with no done lambda > 0 run.
+/// The `columns` with no done adapted run (any method at lambda > 0).
 pub fn without_adapted(groups: &[GroupSummary], columns: &[Transfer]) -> Vec<Transfer> {
-    columns.iter().filter(|t| find_any(groups, t, |l| l > 0.0).is_none()).cloned().collect()
+    columns.iter().filter(|t| find_any(groups, t, |g| g.lambda > 0.0).is_none()).cloned().collect()
+}
+
+/// The no-adaptation baseline every method is paired with: coral at lambda = 0 (the CNN).
+pub fn is_baseline(method: Method, lambda: f64) -> bool {
+    method == Method::Coral && lambda == 0.0
 }
 
 #[cfg(test)]

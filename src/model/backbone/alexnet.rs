@@ -5,18 +5,20 @@
 use tch::nn::{self, ModuleT};
 use tch::Tensor;
 
-use super::{Finetune, Network};
+use super::{Finetune, Network, NewLayers, Taps};
 
 #[derive(Debug)]
 pub struct AlexNet {
     convs: Vec<nn::Conv2D>,
     fc6: nn::Linear,
     fc7: nn::Linear,
+    /// DDC's adaptation layer between fc7 and fc8, when `NewLayers::bottleneck` asks for one.
+    adapt: Option<nn::Linear>,
     fc8: nn::Linear,
 }
 
 impl AlexNet {
-    pub fn new(p: &nn::Path, num_classes: i64) -> Self {
+    pub fn new(p: &nn::Path, num_classes: i64, layers: NewLayers) -> Self {
         let f = p / "features";
         let conv = |name: &str, i, o, k, stride, padding| {
             nn::conv2d(&f / name, i, o, k, nn::ConvConfig { stride, padding, ..Default::default() })
@@ -34,9 +36,10 @@ impl AlexNet {
             convs,
             fc6: nn::linear(&c / "1", 256 * 6 * 6, 4096, Default::default()),
             fc7: nn::linear(&c / "4", 4096, 4096, Default::default()),
+            adapt: layers.bottleneck.map(|width| super::adapt_layer(p, 4096, width)),
             fc8: nn::linear(
                 &c / "6",
-                4096,
+                layers.bottleneck.unwrap_or(4096),
                 num_classes,
                 nn::LinearConfig { ws_init, bs_init: Some(bs_init), bias: true },
             ),
@@ -69,11 +72,17 @@ impl Network for AlexNet {
         super::fc_trunk(xs, cut, |x| self.features(x), |x| self.fc6_fc7(x, false))
     }
 
-    fn head(&self, fs: &Tensor, cut: Finetune, train: bool) -> Tensor {
+    fn head_taps(&self, fs: &Tensor, cut: Finetune, train: bool, fc67: bool) -> Taps {
         match cut {
-            Finetune::All => self.head(&self.features(fs), Finetune::Fc, train),
-            Finetune::Fc => self.fc6_fc7(fs, train).apply(&self.fc8),
-            Finetune::Last => fs.apply(&self.fc8), // no dropout before torchvision's fc8
+            Finetune::All => self.head_taps(&self.features(fs), Finetune::Fc, train, fc67),
+            // `fc6_fc7`, step by step: fc6 as fc7 receives it (after its dropout), fc7 as fc8 does
+            Finetune::Fc => {
+                let fc6 = fs.dropout(0.5, train).apply(&self.fc6).relu().dropout(0.5, train);
+                let fc7 = fc6.apply(&self.fc7).relu();
+                super::fc_top(fc7, Some(fc6), self.adapt.as_ref(), &self.fc8, fc67)
+            }
+            // no dropout before torchvision's fc8; fc6 and fc7 are frozen here
+            Finetune::Last => super::fc_top(fs.shallow_clone(), None, self.adapt.as_ref(), &self.fc8, false),
         }
     }
 }

@@ -7,7 +7,7 @@
 use tch::nn::{self, ModuleT};
 use tch::Tensor;
 
-use super::{Finetune, Network};
+use super::{Finetune, Network, NewLayers, Taps};
 
 #[derive(Debug)]
 pub struct CaffeNet {
@@ -18,11 +18,13 @@ pub struct CaffeNet {
     conv5: nn::Conv2D,
     fc6: nn::Linear,
     fc7: nn::Linear,
+    /// DDC's adaptation layer between fc7 and fc8, when `NewLayers::bottleneck` asks for one.
+    adapt: Option<nn::Linear>,
     fc8: nn::Linear,
 }
 
 impl CaffeNet {
-    pub fn new(p: &nn::Path, num_classes: i64) -> Self {
+    pub fn new(p: &nn::Path, num_classes: i64, layers: NewLayers) -> Self {
         let conv = |name: &str, i, o, k, stride, padding, groups| {
             nn::conv2d(p / name, i, o, k, nn::ConvConfig { stride, padding, groups, ..Default::default() })
         };
@@ -35,9 +37,10 @@ impl CaffeNet {
             conv5: conv("conv5", 384, 256, 3, 1, 1, 2),
             fc6: nn::linear(p / "fc6", 256 * 6 * 6, 4096, Default::default()),
             fc7: nn::linear(p / "fc7", 4096, 4096, Default::default()),
+            adapt: layers.bottleneck.map(|width| super::adapt_layer(p, 4096, width)),
             fc8: nn::linear(
                 p / "fc8",
-                4096,
+                layers.bottleneck.unwrap_or(4096),
                 num_classes,
                 nn::LinearConfig { ws_init, bs_init: Some(bs_init), bias: true },
             ),
@@ -69,11 +72,18 @@ impl Network for CaffeNet {
         super::fc_trunk(xs, cut, |x| self.features(x), |x| self.fc6_fc7(x, false))
     }
 
-    fn head(&self, fs: &Tensor, cut: Finetune, train: bool) -> Tensor {
+    fn head_taps(&self, fs: &Tensor, cut: Finetune, train: bool, fc67: bool) -> Taps {
         match cut {
-            Finetune::All => self.head(&self.features(fs), Finetune::Fc, train),
-            Finetune::Fc => self.head(&self.fc6_fc7(fs, train), Finetune::Last, train),
-            Finetune::Last => fs.dropout(0.5, train).apply(&self.fc8), // drop7, fc8
+            Finetune::All => self.head_taps(&self.features(fs), Finetune::Fc, train, fc67),
+            // `fc6_fc7` step by step, then drop7: fc6 as fc7 receives it (drop6's output), fc7
+            // as fc8 does (drop7's output)
+            Finetune::Fc => {
+                let fc6 = fs.apply(&self.fc6).relu().dropout(0.5, train);
+                let fc7 = fc6.apply(&self.fc7).relu().dropout(0.5, train);
+                super::fc_top(fc7, Some(fc6), self.adapt.as_ref(), &self.fc8, fc67)
+            }
+            // drop7, fc8; fc6 and fc7 are frozen here
+            Finetune::Last => super::fc_top(fs.dropout(0.5, train), None, self.adapt.as_ref(), &self.fc8, false),
         }
     }
 }
@@ -119,7 +129,7 @@ mod tests {
     #[test]
     fn shapes_follow_caffenet() {
         let vs = nn::VarStore::new(Device::Cpu);
-        let net = CaffeNet::new(&vs.root(), 31);
+        let net = CaffeNet::new(&vs.root(), 31, NewLayers::default());
         let vars = vs.variables();
         assert_eq!(vars["conv2.weight"].size(), [256, 48, 5, 5]);
         assert_eq!(vars["conv4.weight"].size(), [384, 192, 3, 3]);

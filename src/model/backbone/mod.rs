@@ -79,6 +79,34 @@ impl Head {
     }
 }
 
+/// The layers a run puts on the pretrained network: the new fc8 (`head`) and, for DDC, an
+/// adaptation layer `fc_adapt` of `bottleneck` outputs between fc7 (or its analogue) and fc8.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct NewLayers {
+    pub head: Head,
+    pub bottleneck: Option<i64>,
+}
+
+/// The name prefix of DDC's adaptation layer (`fc_adapt.weight`, `fc_adapt.bias`).
+pub const ADAPT_LAYER: &str = "fc_adapt";
+
+/// What one forward pass of the trained part gives the losses: the class scores, and the
+/// hidden layers an alignment method may attach to. A tap is the tensor the next layer
+/// receives: after the ReLU and, where the network drops out there, after the dropout (as a
+/// Caffe loss layer on the blob of an in-place relu/dropout sees it).
+pub struct Taps {
+    /// fc6 and fc7 (SqueezeNet: the outputs of its last two Fire modules, `features.11` and
+    /// `features.12`, globally average-pooled to 512 each, the second after the classifier's
+    /// dropout); only when asked for (`fc67`) and only where they are trained (not under
+    /// `finetune last`).
+    pub fc6: Option<Tensor>,
+    pub fc7: Option<Tensor>,
+    /// The adaptation layer's output, where the network has one (`NewLayers::bottleneck`).
+    pub bottleneck: Option<Tensor>,
+    /// fc8: the class scores `[N, classes]`.
+    pub logits: Tensor,
+}
+
 /// A backbone cut in two at the layer where `--finetune` starts training:
 /// `forward_t(x) = head(trunk(x, cut), cut)` for every cut the backbone supports, and
 /// `trunk(x, All)` is `x` itself.
@@ -87,9 +115,34 @@ pub trait Network: nn::ModuleT {
     /// # Shapes
     /// `[N, 3, crop, crop]` -> the features at the cut, e.g. `[N, 4096]` for AlexNet's `last`
     fn trunk(&self, xs: &Tensor, cut: Finetune) -> Tensor;
-    /// The trained part, from the features at the cut to the class scores `[N, classes]`;
-    /// dropout is on when `train`.
-    fn head(&self, fs: &Tensor, cut: Finetune, train: bool) -> Tensor;
+    /// The trained part, from the features at the cut to the class scores and the taps
+    /// (`fc67`: also fc6 and fc7); dropout is on when `train`. Asking for taps computes the same
+    /// class scores, with the same random draws.
+    fn head_taps(&self, fs: &Tensor, cut: Finetune, train: bool, fc67: bool) -> Taps;
+    /// The class scores `[N, classes]` alone.
+    fn head(&self, fs: &Tensor, cut: Finetune, train: bool) -> Tensor {
+        self.head_taps(fs, cut, train, false).logits
+    }
+}
+
+/// fc7 (the tensor fc8 receives) -> [fc_adapt ->] fc8, as taps: shared by the networks with
+/// fully connected layers.
+pub(crate) fn fc_top(
+    fc7: Tensor,
+    fc6: Option<Tensor>,
+    adapt: Option<&nn::Linear>,
+    fc8: &nn::Linear,
+    fc67: bool,
+) -> Taps {
+    let bottleneck = adapt.map(|a| fc7.apply(a));
+    let logits = bottleneck.as_ref().unwrap_or(&fc7).apply(fc8);
+    Taps { fc6: fc6.filter(|_| fc67), fc7: fc67.then_some(fc7), bottleneck, logits }
+}
+
+/// DDC's adaptation layer, `inputs` -> `outputs`, initialised like the new fc8.
+pub(crate) fn adapt_layer(p: &nn::Path, inputs: i64, outputs: i64) -> nn::Linear {
+    let (ws_init, bs_init) = last_layer_init();
+    nn::linear(p / ADAPT_LAYER, inputs, outputs, nn::LinearConfig { ws_init, bs_init: Some(bs_init), bias: true })
 }
 
 /// `Network::trunk` of a network with fully connected layers (AlexNet, CaffeNet): the image
@@ -110,7 +163,7 @@ pub(crate) fn fc_trunk(
 
 /// How a network expects its input: `x_c = (pixel_c * scale - mean_c) / std_c`, channels in
 /// `bgr` order or RGB, at `crop` x `crop` pixels (from images resized to 256x256).
-#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 pub struct InputConvention {
     /// Channel order the network was trained with: Caffe models use BGR.
     pub bgr: bool,
@@ -170,16 +223,16 @@ impl Backbone {
     /// Builds the network under `p` with a fresh `num_classes`-way last layer (the paper's
     /// linear fc8).
     pub fn build(self, p: &nn::Path, num_classes: i64) -> Box<dyn Network> {
-        self.build_with_head(p, num_classes, Head::Linear)
+        self.build_with(p, num_classes, NewLayers::default())
     }
 
-    /// `build` with the given last layer; `Head::Relu` exists for SqueezeNet only
+    /// `build` with the given new layers; `Head::Relu` exists for SqueezeNet only
     /// (`supports_head`, checked by `TrainConfig::validate`).
-    pub fn build_with_head(self, p: &nn::Path, num_classes: i64, head: Head) -> Box<dyn Network> {
+    pub fn build_with(self, p: &nn::Path, num_classes: i64, layers: NewLayers) -> Box<dyn Network> {
         match self {
-            Backbone::Alexnet => Box::new(alexnet::AlexNet::new(p, num_classes)),
-            Backbone::Caffenet => Box::new(caffenet::CaffeNet::new(p, num_classes)),
-            Backbone::Squeezenet1_1 => Box::new(squeezenet::SqueezeNet::new(p, num_classes, head)),
+            Backbone::Alexnet => Box::new(alexnet::AlexNet::new(p, num_classes, layers)),
+            Backbone::Caffenet => Box::new(caffenet::CaffeNet::new(p, num_classes, layers)),
+            Backbone::Squeezenet1_1 => Box::new(squeezenet::SqueezeNet::new(p, num_classes, layers)),
         }
     }
 
@@ -213,22 +266,52 @@ impl Backbone {
         !(self == Backbone::Squeezenet1_1 && finetune == Finetune::Fc)
     }
 
-    /// Whether parameter `name` is trained under `finetune` (the others are frozen).
+    /// Whether parameter `name` is trained under `finetune` (the others are frozen). New
+    /// layers (fc8, DDC's adaptation layer) train under every cut.
     pub fn trains(self, finetune: Finetune, name: &str) -> bool {
-        match finetune {
+        let cut_trains = match finetune {
             Finetune::All => true,
             Finetune::Fc => match self {
                 Backbone::Alexnet => name.starts_with("classifier."),
                 Backbone::Caffenet => ["fc6.", "fc7.", "fc8."].iter().any(|l| name.starts_with(l)),
-                Backbone::Squeezenet1_1 => self.is_last_layer(name),
+                Backbone::Squeezenet1_1 => false,
             },
-            Finetune::Last => self.is_last_layer(name),
-        }
+            Finetune::Last => false,
+        };
+        cut_trains || self.is_new_layer(name)
     }
 
     /// True for the parameters of the new last layer (`<last_layer>.weight`/`.bias`).
     pub fn is_last_layer(self, name: &str) -> bool {
         name.strip_prefix(self.last_layer()).is_some_and(|rest| rest.starts_with('.'))
+    }
+
+    /// True for the parameters a run adds to the pretrained network and trains from scratch:
+    /// the new fc8 and DDC's adaptation layer. They take fc8's learning-rate multipliers and
+    /// are not read from the pretrained file.
+    pub fn is_new_layer(self, name: &str) -> bool {
+        self.is_last_layer(name) || name.strip_prefix(ADAPT_LAYER).is_some_and(|rest| rest.starts_with('.'))
+    }
+
+    /// DAN's frozen lower convolutions (Long et al. 2015, section 4.1: conv1-conv3 of AlexNet's
+    /// five). SqueezeNet's analogue: its first conv and Fire modules 3-7, everything before its
+    /// third pool, the same three fifths of the convolutional stack.
+    pub fn is_lower_conv(self, name: &str) -> bool {
+        let layers: &[&str] = match self {
+            Backbone::Alexnet => &["features.0.", "features.3.", "features.6."],
+            Backbone::Caffenet => &["conv1.", "conv2.", "conv3."],
+            Backbone::Squeezenet1_1 => &["features.0.", "features.3.", "features.4.", "features.6.", "features.7."],
+        };
+        layers.iter().any(|l| name.starts_with(l))
+    }
+
+    /// Width of the features fc8 (or the adaptation layer) receives: fc7's 4096, SqueezeNet's
+    /// pooled 512.
+    pub fn fc7_width(self) -> i64 {
+        match self {
+            Backbone::Alexnet | Backbone::Caffenet => 4096,
+            Backbone::Squeezenet1_1 => 512,
+        }
     }
 
     /// Names and shapes of every parameter, as a weights file must hold them (the last
@@ -278,6 +361,18 @@ mod tests {
             assert_eq!(out.size(), [2, 7], "{b}");
             let last: Vec<_> = vs.variables().into_keys().filter(|k| b.is_last_layer(k)).collect();
             assert_eq!(last.len(), 2, "{b}: {last:?}");
+            // DDC's adaptation layer: fc7 -> 256 -> fc8, the same scores with taps.
+            let vs = nn::VarStore::new(Device::Cpu);
+            let net = b.build_with(&vs.root(), 7, NewLayers { bottleneck: Some(256), ..Default::default() });
+            let x = Tensor::randn([2, 3, c, c], (Kind::Float, Device::Cpu));
+            let taps = tch::no_grad(|| net.head_taps(&x, Finetune::All, false, true));
+            assert_eq!(taps.logits.size(), [2, 7], "{b}");
+            assert_eq!(taps.bottleneck.as_ref().map(|t| t.size()), Some(vec![2, 256]), "{b}");
+            assert_eq!(taps.fc7.as_ref().map(|t| t.size()), Some(vec![2, b.fc7_width()]), "{b}");
+            assert!(taps.fc6.is_some(), "{b}");
+            assert!(taps.logits.equal(&tch::no_grad(|| net.forward_t(&x, false))), "{b}: taps change the scores");
+            let new: Vec<_> = vs.variables().into_keys().filter(|k| b.is_new_layer(k)).collect();
+            assert_eq!(new.len(), 4, "{b}: {new:?}");
             assert_eq!(b.name().parse::<Backbone>().unwrap(), b);
         }
         assert!("vgg".parse::<Backbone>().unwrap_err().to_string().contains("squeezenet1_1"));
