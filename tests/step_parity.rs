@@ -61,11 +61,11 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::Mutex;
 
-use deep_coral::config::{DeviceChoice, Precision, TrainConfig};
+use deep_coral::config::{DeviceChoice, Method, Precision, TrainConfig};
 use deep_coral::data::transfer::{load_images, scan};
 use deep_coral::model::backbone::{Backbone, Finetune};
+use deep_coral::train::align::coral;
 use deep_coral::train::checkpoint::Streams;
-use deep_coral::train::coral;
 use deep_coral::train::model::Model;
 use deep_coral::train::runtime;
 use deep_coral::train::step::{fc8_outputs, next_batch, update, Batch};
@@ -155,20 +155,32 @@ fn dropout_templates(backbone: Backbone, first: &Tensor) -> Vec<Tensor> {
 }
 
 /// The forward of `head(.., train = true)` from the activation at the first dropout, with the
-/// masks multiplied in by hand and the last layers written out with the model's variables.
+/// masks multiplied in by hand and the last layers written out with the model's variables
+/// (DDC's adaptation layer `fc_adapt` where the model has one).
 fn head_with_masks(model: &Model, backbone: Backbone, first: &Tensor, masks: &[Tensor]) -> Tensor {
     let v = model.vs.variables();
+    let adapt = |h: &Tensor| match v.get("fc_adapt.weight") {
+        Some(w) => h.linear(w, Some(&v["fc_adapt.bias"])),
+        None => h.shallow_clone(),
+    };
     tch::no_grad(|| match backbone {
-        Backbone::Squeezenet1_1 => (first * &masks[0])
-            .conv2d(&v["classifier.1.weight"], Some(&v["classifier.1.bias"]), [1, 1], [0, 0], [1, 1], 1)
-            .mean_dim(&[2i64, 3][..], false, Kind::Float),
+        Backbone::Squeezenet1_1 => {
+            let (w, b) = (&v["classifier.1.weight"], &v["classifier.1.bias"]);
+            let dropped = first * &masks[0];
+            if v.contains_key("fc_adapt.weight") {
+                let pooled = dropped.mean_dim(&[2i64, 3][..], false, Kind::Float);
+                adapt(&pooled).linear(&w.flatten(1, -1), Some(b))
+            } else {
+                dropped.conv2d(w, Some(b), [1, 1], [0, 0], [1, 1], 1).mean_dim(&[2i64, 3][..], false, Kind::Float)
+            }
+        }
         Backbone::Alexnet => {
             let fc = |h: &Tensor, n: usize| {
                 h.linear(&v[&format!("classifier.{n}.weight")], Some(&v[&format!("classifier.{n}.bias")]))
             };
             let h = fc(&(first * &masks[0]), 1).relu();
             let h = fc(&(h * &masks[1]), 4).relu();
-            fc(&h, 6)
+            fc(&adapt(&h), 6)
         }
         Backbone::Caffenet => unreachable!(),
     })
@@ -198,6 +210,7 @@ fn rel(a: &Tensor, b: &Tensor) -> f64 {
 struct Case {
     backbone: Backbone,
     weights: PathBuf,
+    method: Method,
     lambda: f64,
     lr: f64,
     /// Also train the reference with torch.optim.SGD's rule (the swap control).
@@ -227,6 +240,7 @@ fn run_case(case: &Case, data_root: &Path, dir: &Path) -> Outcome {
         target: "webcam".into(),
         backbone: case.backbone,
         weights: case.weights.clone(),
+        method: case.method,
         lambda: case.lambda,
         iterations: K,
         batch_size: BATCH,
@@ -241,7 +255,7 @@ fn run_case(case: &Case, data_root: &Path, dir: &Path) -> Outcome {
     cfg.validate().unwrap();
     assert!(cfg.channels_last, "the default layout is the one tested");
     assert_eq!(cfg.head, deep_coral::model::backbone::Head::Linear, "the default (linear) fc8 is the one tested");
-    let label = format!("{} lambda {}", case.backbone, case.lambda);
+    let label = format!("{} {} lambda {}", case.backbone, case.method.name(), case.lambda);
 
     // --- deep-coral: K iterations through the production step, recording what it was fed.
     let (dump, init, params, rust_losses) = {
@@ -295,7 +309,7 @@ fn run_case(case: &Case, data_root: &Path, dir: &Path) -> Outcome {
                 stats.class_loss.is_finite() && stats.coral_loss.is_finite(),
                 "{label}: diverged at iteration {it}"
             );
-            losses.push((stats.class_loss, stats.coral_loss));
+            losses.push((stats.class_loss, stats.coral_loss, stats.align_loss));
         }
         (dump, init, contiguous_map(&model.vs), losses)
     };
@@ -306,7 +320,7 @@ fn run_case(case: &Case, data_root: &Path, dir: &Path) -> Outcome {
     drop(dump);
     let config = dir.join("config.json");
     let json = serde_json::json!({
-        "backbone": cfg.backbone.name(), "head": cfg.head.name(), "iterations": K, "lr": cfg.lr, "lr_step": cfg.lr_step,
+        "backbone": cfg.backbone.name(), "head": cfg.head.name(), "method": cfg.method.name(), "iterations": K, "lr": cfg.lr, "lr_step": cfg.lr_step,
         "lr_gamma": cfg.lr_gamma, "momentum": cfg.momentum, "weight_decay": cfg.weight_decay,
         "lambda": cfg.lambda, "torch_sgd": case.torch_sgd,
     });
@@ -329,24 +343,31 @@ fn run_case(case: &Case, data_root: &Path, dir: &Path) -> Outcome {
     let losses = |rule: &str, which: &str| Vec::<f64>::try_from(&reference[&format!("{rule}.{which}")]).unwrap();
     let rel_f = |a: f64, b: f64| (a - b).abs() / b.abs().max(f64::MIN_POSITIVE);
 
-    // --- per-iteration losses
-    let (cls, cor) = (losses("caffe", "class_loss"), losses("caffe", "coral_loss"));
+    // --- per-iteration losses (the method's own beside CORAL's, which every run logs)
+    let (cls, cor, ali) = (losses("caffe", "class_loss"), losses("caffe", "coral_loss"), losses("caffe", "align_loss"));
     let mut failures = Vec::new();
     let (mut worst_class, mut worst_coral) = (0.0f64, 0.0f64);
     for it in 0..K {
-        let (rc, rk) = rust_losses[it];
-        let (dc, dk) = (rel_f(rc, cls[it]), rel_f(rk, cor[it]));
-        (worst_class, worst_coral) = (worst_class.max(dc), worst_coral.max(dk));
+        let (rc, rk, ra) = rust_losses[it];
+        let (dc, dk, da) = (rel_f(rc, cls[it]), rel_f(rk, cor[it]), rel_f(ra, ali[it]));
+        (worst_class, worst_coral) = (worst_class.max(dc), worst_coral.max(dk).max(da));
         println!(
-            "{label} it {it} (lr {:.0e}): class {rc:.7} vs {:.7} (rel {dc:.1e}); CORAL {rk:.7e} vs {:.7e} (rel {dk:.1e})",
+            "{label} it {it} (lr {:.0e}): class {rc:.7} vs {:.7} (rel {dc:.1e}); CORAL {rk:.7e} vs {:.7e} (rel {dk:.1e}); \
+             {} {ra:.7e} vs {:.7e} (rel {da:.1e})",
             cfg.lr_at(it),
             cls[it],
-            cor[it]
+            cor[it],
+            cfg.method.name(),
+            ali[it]
         );
-        if !(dc <= TOL && dk <= TOL) {
+        if !(dc <= TOL && dk <= TOL && da <= TOL) {
             failures.push(format!(
-                "iteration {it}: class loss {rc} vs {} (rel {dc:.2e}), CORAL loss {rk} vs {} (rel {dk:.2e})",
-                cls[it], cor[it]
+                "iteration {it}: class loss {rc} vs {} (rel {dc:.2e}), CORAL loss {rk} vs {} (rel {dk:.2e}), {} loss \
+                 {ra} vs {} (rel {da:.2e})",
+                cls[it],
+                cor[it],
+                cfg.method.name(),
+                ali[it]
             ));
         }
     }
@@ -430,8 +451,9 @@ fn run_case(case: &Case, data_root: &Path, dir: &Path) -> Outcome {
     Outcome { init, params, summary }
 }
 
-/// Both lambdas on one backbone, then the control that lambda > 0 matters.
-fn parity(backbone: Backbone, weights: impl FnOnce(&Path) -> PathBuf, lambda: f64, lr: f64) {
+/// Both lambdas of `method` on one backbone (the torch.optim.SGD control with coral), then the
+/// control that lambda > 0 matters.
+fn parity(backbone: Backbone, weights: impl FnOnce(&Path) -> PathBuf, method: Method, lambda: f64, lr: f64) {
     let started = std::time::Instant::now();
     let tmp = tempfile::tempdir().unwrap();
     let data_root = small_transfer(tmp.path());
@@ -439,8 +461,9 @@ fn parity(backbone: Backbone, weights: impl FnOnce(&Path) -> PathBuf, lambda: f6
         let _rng = LIBTORCH_RNG.lock().unwrap_or_else(|e| e.into_inner());
         weights(tmp.path())
     };
-    let case = |lambda: f64, torch_sgd: bool| Case { backbone, weights: weights.clone(), lambda, lr, torch_sgd };
-    let without = run_case(&case(0.0, true), &data_root, tmp.path());
+    let case =
+        |lambda: f64, torch_sgd: bool| Case { backbone, weights: weights.clone(), method, lambda, lr, torch_sgd };
+    let without = run_case(&case(0.0, method == Method::Coral), &data_root, tmp.path());
     let with = run_case(&case(lambda, false), &data_root, tmp.path());
     // control: the CORAL term moves the weights by far more than the tolerance, so its
     // gradient (into both branches) is part of what was compared.
@@ -448,7 +471,11 @@ fn parity(backbone: Backbone, weights: impl FnOnce(&Path) -> PathBuf, lambda: f6
     let (du, name_u) = worst(
         with.params.iter().map(|(k, p)| (rel(&(p - &with.init[k]), &(&without.params[k] - &with.init[k])), k.clone())),
     );
-    println!("{backbone}: lambda {lambda} vs 0: max rel diff of a parameter {d:.2e} ({name}), of an update {du:.2e} ({name_u})");
+    println!(
+        "{backbone} {}: lambda {lambda} vs 0: max rel diff of a parameter {d:.2e} ({name}), of an update {du:.2e} \
+         ({name_u})",
+        method.name()
+    );
     assert!(
         d > 10.0 * TOL,
         "{backbone}: lambda {lambda} should move some parameter by far more than {TOL:e} (got {d:.2e})"
@@ -459,13 +486,25 @@ fn parity(backbone: Backbone, weights: impl FnOnce(&Path) -> PathBuf, lambda: f6
 /// SqueezeNet 1.1 with its real ImageNet weights, lr 3e-4 (module doc).
 #[test]
 fn squeezenet_steps_match_an_independent_pytorch_implementation() {
-    parity(Backbone::Squeezenet1_1, |_| common::squeezenet_weights(), 1.0, 3e-4);
+    parity(Backbone::Squeezenet1_1, |_| common::squeezenet_weights(), Method::Coral, 1.0, 3e-4);
 }
 
 /// AlexNet with its real ImageNet convolutions and a seeded fc6/fc7, lr 1e-5 (module doc).
 #[test]
 fn alexnet_steps_match_an_independent_pytorch_implementation() {
-    parity(Backbone::Alexnet, alexnet_weights, 1.0, 1e-5);
+    parity(Backbone::Alexnet, alexnet_weights, Method::Coral, 1.0, 1e-5);
+}
+
+/// DDC (the adaptation layer and its linear MMD, at its paper's lambda 0.25) and DAN (MK-MMD on
+/// fc6, fc7, fc8, conv1-conv3 frozen, lambda 1), each on both backbones. SqueezeNet at lr 1e-4:
+/// at 3e-4 DDC's MMD (about 20 on its pooled features) moves the adaptation layer so far that
+/// the outputs collapse by the third step, where float32 rounding is amplified chaotically.
+#[test]
+fn ddc_and_dan_steps_match_an_independent_pytorch_implementation() {
+    for (method, lambda) in [(Method::Ddc, 0.25), (Method::Dan, 1.0)] {
+        parity(Backbone::Squeezenet1_1, |_| common::squeezenet_weights(), method, lambda, 1e-4);
+        parity(Backbone::Alexnet, alexnet_weights, method, lambda, 1e-5);
+    }
 }
 
 fn relative(a: f64, b: f64) -> f64 {
