@@ -219,10 +219,11 @@ fn finite_or_inf(r: f64) -> f64 {
     }
 }
 
-/// The next lambda to try after `pilots`, or `None` when the last one is within `factor`.
+/// The next lambda to try after `pilots`, or `None` when the last one is within `factor`, or
+/// when the rule cannot be reached (`unreachable`).
 fn next_lambda(pilots: &[Pilot], factor: f64) -> Option<f64> {
     let last = pilots.last()?;
-    if last.ratio >= 1.0 / factor && last.ratio <= factor {
+    if rule::holds(last.ratio, factor) || unreachable(pilots) {
         return None;
     }
     let below = pilots.iter().filter(|p| p.ratio < 1.0).max_by(|a, b| a.lambda.total_cmp(&b.lambda));
@@ -242,6 +243,17 @@ fn next_lambda(pilots: &[Pilot], factor: f64) -> Option<f64> {
         _ => last.lambda * 1e3,
     };
     Some(round_lambda(next))
+}
+
+/// Whether the pilots show the rule out of reach: below `r = 1`, a larger lambda gave a
+/// smaller ratio (the class loss grew faster than `lambda * l_CORAL`), so raising lambda, the
+/// only way up the search knows, leads away from it. Seen with SqueezeNet on A->D and A->W,
+/// where `lambda * l_CORAL` saturates near 0.1 while the class loss climbs until the run
+/// diverges.
+pub fn unreachable(pilots: &[Pilot]) -> bool {
+    let mut below: Vec<&Pilot> = pilots.iter().filter(|p| p.ratio < 1.0).collect();
+    below.sort_by(|a, b| a.lambda.total_cmp(&b.lambda));
+    below.windows(2).any(|w| w[1].ratio < w[0].ratio) && pilots.iter().all(|p| p.ratio < 1.0)
 }
 
 /// Two significant digits: lambdas that a spec and a folder name read well, and that a rerun
@@ -383,6 +395,8 @@ pub fn markdown(c: &Calibration, spec: &Spec) -> String {
             let mark = if p.lambda == t.lambda {
                 if t.within_factor {
                     "yes"
+                } else if unreachable(&t.pilots) {
+                    "closest (the rule is out of reach: the ratio falls as lambda grows)"
                 } else {
                     "closest (outside the factor)"
                 }
@@ -452,6 +466,11 @@ mod tests {
         // A diverged pilot bounds from above.
         let next = next_lambda(&[pilot(0.1, 0.1), pilot(10.0, f64::INFINITY)], 2.0).unwrap();
         assert_eq!(next, 1.0);
+        // Below 1, a larger lambda with a smaller ratio: out of reach, the search stops.
+        let falling = [pilot(0.53, 0.43), pilot(1.2, 0.11)];
+        assert!(unreachable(&falling));
+        assert_eq!(next_lambda(&falling, 2.0), None);
+        assert!(!unreachable(&[pilot(0.1, 0.1), pilot(1.0, 0.5)]));
         assert_eq!(best(&[pilot(0.1, 0.1), pilot(1.0, 3.0), pilot(10.0, 30.0)]).lambda, 1.0);
     }
 
