@@ -20,7 +20,7 @@ BENCH_OUT ?= target/bench
 
 # libtorch comes from the PyPI torch wheel (PyTorch 2.11, the build the GPU machines carry);
 # .venv/libtorch points at it for torch-sys (see .cargo/config.toml).
-setup: $(VENV)/.ready $(VENV)/.opencv $(VENV)/.gdown
+setup: $(VENV)/.ready $(VENV)/.opencv $(VENV)/.gdown $(VENV)/.sklearn
 $(VENV)/.ready:
 	python3 -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
@@ -37,6 +37,12 @@ $(VENV)/.opencv: $(VENV)/.ready
 # large files); a stamp of its own, so that a virtualenv made before gets it too.
 $(VENV)/.gdown: $(VENV)/.ready
 	$(PY) -m pip install -q gdown==6.5.1
+	touch $@
+
+# scikit-learn: the tests check the shallow-CORAL SVM against its LinearSVC (and SciPy's
+# matrix square root) on the same features.
+$(VENV)/.sklearn: $(VENV)/.ready
+	$(PY) -m pip install -q scikit-learn==1.9.1 scipy==1.17.1
 	touch $@
 
 build: setup

@@ -69,25 +69,46 @@ pub enum Method {
     /// DAN (Long et al. 2015): multi-kernel MMD on fc6, fc7 and fc8, with the lower
     /// convolutions (conv1-conv3) frozen.
     Dan,
+    /// Shallow CORAL (Sun, Feng & Saenko, AAAI 2016): not trained, but evaluated on a finished
+    /// source-only run's network (`deep-coral shallow-coral`); named here so that reports set
+    /// its rows beside the trained methods'. A run cannot be configured with it.
+    #[value(skip)]
+    #[serde(rename = "shallow-coral")]
+    ShallowCoral,
+    /// The linear SVM of shallow CORAL without the transform: its baseline on the same features.
+    /// Evaluated, not trained, like `ShallowCoral`.
+    #[value(skip)]
+    Svm,
 }
 
 impl Method {
-    pub const ALL: [Method; 3] = [Method::Coral, Method::Ddc, Method::Dan];
+    /// Every method in the order reports list them.
+    pub const ALL: [Method; 5] = [Method::Coral, Method::Ddc, Method::Dan, Method::Svm, Method::ShallowCoral];
 
     pub fn name(self) -> &'static str {
         match self {
             Method::Coral => "coral",
             Method::Ddc => "ddc",
             Method::Dan => "dan",
+            Method::ShallowCoral => "shallow-coral",
+            Method::Svm => "svm",
         }
     }
 
-    /// The row of the paper's Table 1 this method's runs with lambda > 0 stand beside.
-    pub fn paper_row(self) -> &'static str {
+    /// Whether a run trains with it (the others are evaluated on a trained run's network).
+    pub fn trains(self) -> bool {
+        matches!(self, Method::Coral | Method::Ddc | Method::Dan)
+    }
+
+    /// The row of the paper's Table 1 this method's runs (with lambda > 0, for the trained
+    /// ones) stand beside; none for the SVM baseline.
+    pub fn paper_row(self) -> Option<&'static str> {
         match self {
-            Method::Coral => "D-CORAL",
-            Method::Ddc => "DDC",
-            Method::Dan => "DAN",
+            Method::Coral => Some("D-CORAL"),
+            Method::Ddc => Some("DDC"),
+            Method::Dan => Some("DAN"),
+            Method::ShallowCoral => Some("CORAL"),
+            Method::Svm => None,
         }
     }
 
@@ -96,7 +117,7 @@ impl Method {
     pub fn bottleneck(self) -> Option<i64> {
         match self {
             Method::Ddc => Some(256),
-            Method::Coral | Method::Dan => None,
+            _ => None,
         }
     }
 
@@ -330,6 +351,13 @@ impl TrainConfig {
                  layer: use head linear",
                 self.head.name(),
                 self.backbone
+            );
+        }
+        if !self.method.trains() {
+            bail!(
+                "method {} is not trained: it is evaluated on a finished source-only run's network (deep-coral \
+                 shallow-coral RUN); train with coral, ddc or dan",
+                self.method.name()
             );
         }
         if self.method == Method::Dan && self.finetune == Finetune::Last {

@@ -1,11 +1,12 @@
 //! deep-coral: Deep CORAL (Sun & Saenko, ECCV 2016 workshops) on libtorch.
 //!
-//! The stages are listed in the order data flows through them, and imports run one way, from
-//! the top of this list down: `experiment` -> `train` -> `data` -> `model`. `config` (the one
-//! `TrainConfig`) sits beside them and uses `model` only; `files` uses nothing of the crate.
+//! The stages, and the one way their imports run: `experiment` -> `infer` -> `train` -> `data`
+//! -> `model`. `config` (the one `TrainConfig`) sits beneath them and uses `model` only; `files`
+//! uses nothing of the crate.
 //!
 //! images -> tensors (`data`) -> backbone -> fc8 (`model`) -> losses -> optimiser -> CSV rows
-//! (`train`) -> sweeps, tables and plots (`experiment`).
+//! and the kept network (`train`) -> the network used on new images (`infer`) -> sweeps, tables
+//! and plots (`experiment`).
 
 /// `deep-coral bench`: speed of the training step against its compute limit, decoding, memory.
 pub mod bench;
@@ -19,6 +20,8 @@ pub mod experiment;
 pub mod files;
 /// `train`'s config flags: a partial `TrainConfig` from the command line.
 pub mod flags;
+/// A kept network used without its run: features, shallow CORAL.
+pub mod infer;
 /// The networks, their pretrained weights, Caffe import and `weights inspect`.
 pub mod model;
 /// CORAL, Caffe's SGD, the training loop, evaluation, the metrics log, runtime settings.

@@ -76,6 +76,24 @@ enum Command {
     /// lambda x CORAL loss and the classification loss agree at the end; writes a spec with
     /// lambda = 0 and the chosen lambda per transfer, and the pilots' losses as evidence.
     Calibrate(CalibrateArgs),
+    /// Shallow CORAL (AAAI 2016) on the source-only networks: every done coral run at lambda 0
+    /// of an experiment folder (or the run folders given) that kept its network; a linear SVM
+    /// on its fc7 features with and without the CORAL transform, into shallow_coral.json.
+    ShallowCoral {
+        /// Experiment folders (results/<experiment>) or run folders.
+        paths: Vec<PathBuf>,
+        /// Use this data root instead of the one each run recorded.
+        #[arg(long)]
+        data_root: Option<PathBuf>,
+        #[arg(long, value_enum, default_value_t = DeviceChoice::Cpu)]
+        device: DeviceChoice,
+        /// libtorch threads; 0 = one per core.
+        #[arg(long, default_value_t = 0)]
+        threads: usize,
+        /// Compute it again where a result exists.
+        #[arg(long)]
+        again: bool,
+    },
     /// Tables of an experiment's runs: summary.csv and table.md beside the paper's Table 1.
     Report {
         /// The experiment's results folder, e.g. results/office31.
@@ -400,6 +418,14 @@ fn dispatch(cli: Cli, keep_freed_memory: bool) -> Result<ExitCode> {
             deep_coral::files::write_atomic(&path, out_spec.to_json().as_bytes())?;
             print!("{}", calibrate::markdown(&c, &spec));
             eprintln!("wrote {} (evidence: {})", path.display(), evidence.display());
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::ShallowCoral { paths, data_root, device, threads, again } => {
+            anyhow::ensure!(!paths.is_empty(), "name at least one experiment or run folder");
+            runtime::set_threads(threads)?;
+            let device = runtime::device(device)?;
+            let done = deep_coral::experiment::shallow::run_all(&paths, data_root.as_deref(), device, again)?;
+            eprintln!("shallow CORAL: {} run(s) with a result", done.len());
             Ok(ExitCode::SUCCESS)
         }
         Command::Report { dir, paper } => {

@@ -105,11 +105,11 @@ fn summary_csv_has_the_hand_computed_numbers() {
     let csv = std::fs::read_to_string(exp.join("summary.csv")).unwrap();
     assert_eq!(csv, rep.csv);
     let expected = "\
-source,target,transfer,lambda,n_seeds,seeds,final_acc_pct_mean,final_acc_pct_sd,best_acc_pct_mean,best_acc_pct_sd,n_incomplete,paper_method,paper_lambda,paper_acc_pct,paper_acc_pm,final_minus_paper
-amazon,webcam,A->W,0,2,1;2,61.0000,1.4142,62.5000,0.7071,0,CNN,0.8,61.6000,0.5000,-0.6000
-amazon,webcam,A->W,0.8,2,1;2,67.0000,1.4142,68.5000,2.1213,1,D-CORAL,0.8,66.4000,0.4000,0.6000
-webcam,dslr,W->D,0,2,1;2,97.0000,1.4142,98.5000,0.7071,0,CNN,0.0001,99.0000,0.2000,-2.0000
-webcam,dslr,W->D,0.0001,2,1;2,98.0000,1.4142,99.5000,0.7071,0,D-CORAL,0.0001,99.2000,0.1000,-1.2000
+source,target,transfer,method,lambda,n_seeds,seeds,final_acc_pct_mean,final_acc_pct_sd,best_acc_pct_mean,best_acc_pct_sd,n_incomplete,paper_method,paper_lambda,paper_acc_pct,paper_acc_pm,final_minus_paper
+amazon,webcam,A->W,coral,0,2,1;2,61.0000,1.4142,62.5000,0.7071,0,CNN,0.8,61.6000,0.5000,-0.6000
+amazon,webcam,A->W,coral,0.8,2,1;2,67.0000,1.4142,68.5000,2.1213,1,D-CORAL,0.8,66.4000,0.4000,0.6000
+webcam,dslr,W->D,coral,0,2,1;2,97.0000,1.4142,98.5000,0.7071,0,CNN,0.0001,99.0000,0.2000,-2.0000
+webcam,dslr,W->D,coral,0.0001,2,1;2,98.0000,1.4142,99.5000,0.7071,0,D-CORAL,0.0001,99.2000,0.1000,-1.2000
 ";
     assert_eq!(csv, expected);
 
@@ -149,8 +149,8 @@ fn table_md_compares_with_the_paper_and_lists_what_is_left_out() {
 ";
     assert!(md.contains(expected_table), "table.md lacks the table\n{expected_table}\n---\n{md}");
     for line in [
-        "| W->D     | 0      | 2 (1, 2)     | 97.0 ± 1.4       | 98.5 ± 0.7                                 | 0          | CNN 99.0 ± 0.2     | -2.0          |",
-        "| A->W     | 0.8    | 2 (1, 2)     | 67.0 ± 1.4       | 68.5 ± 2.1                                 | 1          | D-CORAL 66.4 ± 0.4 | +0.6          |",
+        "| W->D     | coral  | 0      | 2 (1, 2)     | 97.0 ± 1.4       | 98.5 ± 0.7                                 | 0          | CNN 99.0 ± 0.2     | -2.0          |",
+        "| A->W     | coral  | 0.8    | 2 (1, 2)     | 67.0 ± 1.4       | 68.5 ± 2.1                                 | 1          | D-CORAL 66.4 ± 0.4 | +0.6          |",
         "Incomplete (status other than done; left out of the tables): 1",
         "- `amazon_webcam/lambda_0.8/seed_3`: running, 50 of 100 iterations",
         "Missing (a seed other cells have, with no run folder here): 3",
@@ -160,6 +160,59 @@ fn table_md_compares_with_the_paper_and_lists_what_is_left_out() {
     ] {
         assert!(md.contains(line), "table.md lacks\n{line}\n---\n{md}");
     }
+}
+
+/// DDC runs (in their method folder) and shallow CORAL's results on the lambda = 0 runs: each
+/// method's rows beside its paper row, and its paired comparison with the CNN.
+#[test]
+fn every_method_stands_beside_its_paper_row() {
+    let tmp = tempfile::tempdir().unwrap();
+    let exp = tmp.path().join("fixture");
+    write_fixture(&exp);
+    for (seed, acc) in [(1, 0.64), (2, 0.62)] {
+        write_run(&exp, ("amazon", "webcam"), 0.25, seed, "done", [0.05, 0.6, acc], true);
+        let flat = exp.join(format!("amazon_webcam/lambda_0.25/seed_{seed}"));
+        let dir = exp.join(format!("amazon_webcam/ddc/lambda_0.25/seed_{seed}"));
+        std::fs::create_dir_all(dir.parent().unwrap()).unwrap();
+        std::fs::rename(&flat, &dir).unwrap();
+        let record = std::fs::read_to_string(dir.join("run.json")).unwrap();
+        std::fs::write(
+            dir.join("run.json"),
+            record.replacen("\"lambda\": 0.25", "\"method\": \"ddc\", \"lambda\": 0.25", 1),
+        )
+        .unwrap();
+        let shallow = serde_json::json!({ "features": "fc7", "dim": 512, "source_images": 958, "target_images": 295,
+            "svm_c": 1.0, "svm_cv_accuracy": 0.9, "svm_target_acc": 0.55 + 0.01 * seed as f64, "coral_c": 1.0,
+            "coral_cv_accuracy": 0.9, "coral_target_acc": 0.65 + 0.01 * seed as f64, "network_target_acc": 0.6,
+            "model": "x", "versions": {} });
+        let cnn = exp.join(format!("amazon_webcam/lambda_0/seed_{seed}"));
+        std::fs::write(cnn.join("shallow_coral.json"), shallow.to_string()).unwrap();
+    }
+    std::fs::remove_dir_all(exp.join("amazon_webcam/lambda_0.25")).unwrap();
+    let rep = report::report(&exp, None).unwrap();
+    let md = &rep.markdown;
+    let first_cell = |label: &str| -> String {
+        let row =
+            md.lines().find(|l| l.starts_with(&format!("| {label}"))).unwrap_or_else(|| panic!("no {label}\n{md}"));
+        row.split('|').nth(2).unwrap().trim().to_string()
+    };
+    assert_eq!(first_cell("paper DDC"), "61.8 ± 0.4");
+    assert_eq!(first_cell("ours ddc λ = 0.25: final, mean ± sd over 2 seeds"), "63.0 ± 1.4");
+    assert_eq!(first_cell("ours ddc λ = 0.25 - paper DDC"), "+1.2");
+    assert_eq!(first_cell("paper CORAL"), "64.3");
+    assert_eq!(first_cell("ours shallow-coral: final, mean ± sd over 2 seeds"), "66.5 ± 0.7");
+    assert_eq!(first_cell("ours svm: final, mean ± sd over 2 seeds"), "56.5 ± 0.7");
+    // DDC: +4 and 0 against the CNN; shallow CORAL: +6 and +5 (2 seeds: no difference shown).
+    for line in [
+        "DDC against λ = 0: better on 0, worse on 0, no difference shown on 1 of 1 transfers",
+        "shallow CORAL against λ = 0: better on 0, worse on 0, no difference shown on 1 of 1 transfers",
+    ] {
+        assert!(md.contains(line), "table.md lacks\n{line}\n---\n{md}");
+    }
+    let shallow = md.lines().find(|l| l.starts_with("| A->W     | shallow-coral")).unwrap();
+    assert!(shallow.contains("| +5.5 [-0.9, +11.9] "), "{shallow}");
+    // The headline stays Deep CORAL's.
+    assert!(!rep.headline.unwrap().contains("ddc"));
 }
 
 #[test]
@@ -283,6 +336,7 @@ fn table_md_pairs_each_lambda_with_lambda_zero_by_seed() {
         cells("A->W"),
         [
             "A->W",
+            "coral",
             "0.8",
             "2",
             "61.0 ± 1.4",
@@ -297,9 +351,9 @@ fn table_md_pairs_each_lambda_with_lambda_zero_by_seed() {
             "—"
         ]
     );
-    assert_eq!(cells("W->D")[5..8], ["+1.0 [+1.0, +1.0]".to_string(), "0.50".to_string(), "better".to_string()]);
+    assert_eq!(cells("W->D")[6..9], ["+1.0 [+1.0, +1.0]".to_string(), "0.50".to_string(), "better".to_string()]);
     // The average over both transfers: (+6 + 1) / 2 on each seed.
-    assert_eq!(cells("avg")[..6], ["avg", "2", "79.0", "82.5", "+3.5 [+3.5, +3.5]", "0.50"]);
+    assert_eq!(cells("avg")[..7], ["avg", "coral", "2", "79.0", "82.5", "+3.5 [+3.5, +3.5]", "0.50"]);
     // headline.md holds the same comparison, transfers as columns.
     let headline = std::fs::read_to_string(exp.join("headline.md")).unwrap();
     assert_eq!(Some(&headline), r.headline.as_ref());

@@ -22,6 +22,8 @@ pub mod rule;
 pub mod run_id;
 /// Where a run stands, read from its folder: done / incomplete / new.
 pub mod run_state;
+/// `deep-coral shallow-coral` over an experiment's source-only runs.
+pub mod shallow;
 /// Experiment specs (JSON): a grid of transfers x lambdas x seeds, and each run's directory.
 pub mod spec;
 /// Sweeps: run state from disk, skip finished runs, launch the rest.

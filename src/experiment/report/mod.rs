@@ -144,7 +144,8 @@ pub fn report(experiment_dir: &Path, paper_table: Option<&Path>) -> Result<Repor
         })?),
         None => None,
     };
-    let results: Vec<read::RunResult> = exp.done.iter().map(|d| d.result.clone()).collect();
+    let mut results: Vec<read::RunResult> = exp.done.iter().map(|d| d.result.clone()).collect();
+    results.extend(exp.evaluated.iter().cloned());
     let results = &results;
 
     // stats

@@ -110,9 +110,9 @@ impl PaperTable {
 
 /// The paper's row our runs of `method` at `lambda` stand beside: coral at lambda = 0 is the
 /// paper's CNN (no adaptation); otherwise the method's own row (D-CORAL, DDC, DAN).
-pub fn paper_method_for(method: Method, lambda: f64) -> &'static str {
+pub fn paper_method_for(method: Method, lambda: f64) -> Option<&'static str> {
     if lambda == 0.0 && method == Method::Coral {
-        "CNN"
+        Some("CNN")
     } else {
         method.paper_row()
     }

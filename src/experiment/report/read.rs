@@ -184,6 +184,9 @@ pub struct Experiment {
     pub dir: PathBuf,
     /// Runs with status `done` whose files could be read, sorted by transfer, lambda, seed.
     pub done: Vec<DoneRun>,
+    /// Results evaluated on the networks of done runs (shallow CORAL and its SVM baseline, from
+    /// a source-only run's `shallow_coral.json`), in the same order.
+    pub evaluated: Vec<RunResult>,
     /// All other run folders, sorted by path.
     pub incomplete: Vec<IncompleteRun>,
     pub spec: SpecLinks,
@@ -356,8 +359,41 @@ pub fn load_experiment(experiment_dir: &Path) -> Result<Experiment> {
     incomplete.extend(unread.into_iter().map(|u| u.into_incomplete(&known)));
     let key = |d: &DoneRun| (d.found.transfer(), d.found.method(), Lambda(d.found.lambda()), d.found.seed());
     done.sort_by_key(key);
+    let mut evaluated = Vec::new();
+    for d in &done {
+        match evaluations(d) {
+            Ok(results) => evaluated.extend(results),
+            Err(e) => {
+                let mut listed =
+                    incomplete_of(&d.found, d.found.dir.strip_prefix(experiment_dir).unwrap_or(&d.found.dir).into());
+                listed.method = Method::ShallowCoral;
+                listed.status = format!("shallow CORAL not counted: {e:#}");
+                incomplete.push(listed);
+            }
+        }
+    }
     incomplete.sort_by(|a, b| a.rel_dir.cmp(&b.rel_dir));
-    Ok(Experiment { dir: experiment_dir.to_path_buf(), done, incomplete, spec })
+    Ok(Experiment { dir: experiment_dir.to_path_buf(), done, evaluated, incomplete, spec })
+}
+
+/// What was evaluated on a done run's network: for a source-only run (coral, lambda 0) with a
+/// `shallow_coral.json`, the SVM on its features and shallow CORAL, as runs of those methods
+/// with the run's transfer and seed (lambda 0).
+fn evaluations(d: &DoneRun) -> Result<Vec<RunResult>> {
+    let path = d.found.dir.join(crate::infer::shallow_coral::FILE);
+    if !(d.found.method() == Method::Coral && d.found.lambda() == 0.0 && path.is_file()) {
+        return Ok(Vec::new());
+    }
+    let shallow = crate::infer::shallow_coral::ShallowCoral::read(&d.found.dir)?;
+    let result = |method, acc: f64| RunResult {
+        method,
+        final_acc: acc,
+        best_acc: acc,
+        final_distance: f64::NAN,
+        window: None,
+        ..d.result.clone()
+    };
+    Ok(vec![result(Method::Svm, shallow.svm_target_acc), result(Method::ShallowCoral, shallow.coral_target_acc)])
 }
 
 /// What the report takes from one done run (accuracies as fractions), read by [`run_result`].

@@ -159,9 +159,15 @@ fn verdicts_by_method(paired: &[Paired]) -> String {
         .join("; ")
 }
 
-/// `CORAL`, `DDC`, `DAN`.
-fn method_title(m: Method) -> String {
-    m.name().to_uppercase()
+/// `CORAL`, `DDC`, `DAN`, `shallow CORAL`, `the SVM on the CNN's features`.
+fn method_title(m: Method) -> &'static str {
+    match m {
+        Method::Coral => "CORAL",
+        Method::Ddc => "DDC",
+        Method::Dan => "DAN",
+        Method::ShallowCoral => "shallow CORAL",
+        Method::Svm => "the SVM on the CNN's features",
+    }
 }
 
 /// How the paired rows come out: `better on 2, worse on 0, no difference shown on 4 of 6
@@ -190,8 +196,9 @@ fn rule_misses(paired: &[Paired]) -> Vec<String> {
 }
 
 /// What the statistics mean, said once for the table and for the headline.
-const PAIRED_NOTE: &str = "Per seed, final target accuracy of λ > 0 minus λ = 0 (the two runs of a seed differ \
-only by the CORAL term: same initial fc8, batches, crops, mirrors, dropout masks); mean [95% confidence interval, \
+const PAIRED_NOTE: &str = "Per seed, final target accuracy of the method minus λ = 0, the CNN (the runs of a seed \
+share their initial fc8, batches, crops, mirrors and dropout masks and differ by the method alone; shallow CORAL and \
+its SVM are classifiers on the λ = 0 run's own features); mean [95% confidence interval, \
 Student's t over the seeds]; the verdict is read from the interval alone: \"better\" or \"worse\" when it excludes \
 0, else \"no difference shown\". p: exact two-sided sign-flip permutation test over the seeds (at least 2/2^n: \
 0.0625 for 5 seeds). Rule: λ × l_CORAL / l_class at the end (means over the last 20% of the steps, pooled over the \
@@ -449,7 +456,8 @@ fn intro(title: &str, paper: Option<&PaperTable>) -> String {
         let _ = writeln!(
             md,
             "- paper: {} (± as printed there). Our λ = 0 is compared with the paper's CNN (no adaptation), \
-             λ > 0 with D-CORAL; differences are in percentage points.",
+             λ > 0 with D-CORAL, ddc with DDC, dan with DAN, shallow-coral with CORAL (svm, shallow CORAL's \
+             classifier without the transform, has no row there); differences are in percentage points.",
             p.title
         );
     }
@@ -504,6 +512,8 @@ fn method_rows(groups: &[GroupSummary], method: Method) -> Vec<LambdaRow> {
         let lambdas: BTreeMap<Transfer, f64> = per_transfer.into_iter().map(|(t, ls)| (t, ls[0])).collect();
         let distinct: BTreeSet<Lambda> = lambdas.values().map(|l| Lambda(*l)).collect();
         let name = match distinct.len() {
+            // Evaluated methods have no lambda of their own.
+            _ if !method.trains() => method.name().to_string(),
             1 => format!("{prefix}λ = {}", distinct.first().expect("one").0),
             _ => format!("{prefix}λ > 0"),
         };
@@ -608,13 +618,14 @@ fn final_rows(parts: &ReportParts<'_>, baseline: &LambdaRow, adapted: &[LambdaRo
         if of_method.is_empty() && method != Method::Coral {
             continue;
         }
-        if let Some(p) = parts.paper {
-            rows.push(paper_row(parts.columns, p, method.paper_row()));
+        let paper = parts.paper.zip(method.paper_row());
+        if let Some((p, row)) = paper {
+            rows.push(paper_row(parts.columns, p, row));
         }
         for a in of_method {
             rows.push(ours_row(parts, a, Measure::Final));
-            if let Some(p) = parts.paper {
-                rows.push(diff_row(parts, a, p, method.paper_row()));
+            if let Some((p, row)) = paper {
+                rows.push(diff_row(parts, a, p, row));
             }
         }
     }

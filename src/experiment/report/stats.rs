@@ -185,7 +185,7 @@ pub fn summarize(
                 final_acc: Stat::of(&pct(|r| r.final_acc)).expect("a cell has runs"),
                 best_acc: Stat::of(&pct(|r| r.best_acc)).expect("a cell has runs"),
                 n_incomplete: incomplete_cells.get(&(t.clone(), *method, *lambda)).map_or(0, |v| v.len()),
-                paper: paper.and_then(|p| p.cell(row, t)).map(|c| (row.to_string(), c)),
+                paper: paper.zip(row).and_then(|(p, row)| p.cell(row, t).map(|c| (row.to_string(), c))),
                 paper_lambda: paper.and_then(|p| p.lambda(t)).filter(|_| *method == Method::Coral),
             });
         }

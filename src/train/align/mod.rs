@@ -47,5 +47,8 @@ pub fn loss(method: Method, source: &Taps, target: &Taps, coral: &Tensor) -> Res
             let (s7, t7) = source.fc7.as_ref().zip(target.fc7.as_ref()).context("dan needs fc7")?;
             Ok(mk_mmd::mk_mmd2(s6, t6)? + mk_mmd::mk_mmd2(s7, t7)? + mk_mmd::mk_mmd2(&source.logits, &target.logits)?)
         }
+        Method::ShallowCoral | Method::Svm => {
+            anyhow::bail!("method {} is evaluated on a trained network, not trained", method.name())
+        }
     }
 }
