@@ -94,6 +94,78 @@ enum Command {
         #[arg(long)]
         again: bool,
     },
+    /// Label image files (or every image under folders) with a kept network: one CSV row per
+    /// image, the predicted class, its probability and the next most probable classes.
+    Predict {
+        /// A run folder (holding model.safetensors) or a model file.
+        model: PathBuf,
+        /// Image files or folders (searched recursively).
+        #[arg(required = true)]
+        images: Vec<PathBuf>,
+        /// The CSV to write.
+        #[arg(long)]
+        out: PathBuf,
+        /// Classes per row, most probable first.
+        #[arg(long, default_value_t = 3)]
+        top_k: usize,
+        /// Name and leave out files that do not decode, instead of stopping.
+        #[arg(long)]
+        skip_bad_images: bool,
+        #[command(flatten)]
+        machine: MachineArgs,
+    },
+    /// A kept network on a whole domain: accuracy, accuracy per class, the confusion matrix
+    /// (accuracy.csv, confusion.csv, confusion.png/.svg).
+    Evaluate {
+        /// A run folder (holding model.safetensors) or a model file.
+        model: PathBuf,
+        /// Folder of the domain folders.
+        #[arg(long)]
+        data_root: PathBuf,
+        /// The domain to evaluate on (its classes must be the network's).
+        #[arg(long)]
+        domain: String,
+        /// Mirror each centre crop by the run's seeded coin, as Caffe's TEST phase (the run's
+        /// own evaluation under --eval-mirror).
+        #[arg(long)]
+        mirror: bool,
+        /// Folder for the files (default: <run folder>/evaluate-<domain>).
+        #[arg(long)]
+        out: Option<PathBuf>,
+        #[arg(long)]
+        skip_bad_images: bool,
+        #[command(flatten)]
+        machine: MachineArgs,
+    },
+    /// A kept network as a TorchScript module (input [N, 3, 227, 227] in its input convention,
+    /// output the class scores), for PyTorch (torch.jit.load) or C++.
+    Export {
+        /// A run folder (holding model.safetensors) or a model file.
+        model: PathBuf,
+        /// The TorchScript file to write.
+        #[arg(long)]
+        torchscript: PathBuf,
+    },
+    /// The t-SNE picture of runs' features: source and target images, coloured by domain and
+    /// marked by class, one panel per run (a lambda = 0 run beside its lambda > 0 twin).
+    Embed {
+        /// Run folders (holding model.safetensors).
+        #[arg(required = true)]
+        runs: Vec<PathBuf>,
+        /// Folder for embedding.png, embedding.svg and one CSV of coordinates per run.
+        #[arg(long)]
+        out: PathBuf,
+        /// Seed of the initial layout.
+        #[arg(long, default_value_t = 1)]
+        seed: u64,
+        #[arg(long, default_value_t = 30.0)]
+        perplexity: f64,
+        /// Use this data root instead of the one each run recorded.
+        #[arg(long)]
+        data_root: Option<PathBuf>,
+        #[command(flatten)]
+        machine: MachineArgs,
+    },
     /// Tables of an experiment's runs: summary.csv and table.md beside the paper's Table 1.
     Report {
         /// The experiment's results folder, e.g. results/office31.
@@ -129,6 +201,23 @@ enum Command {
     /// Time the training step per backbone: its compute limit on tensors in memory, the full
     /// iteration at lambda and at 0, image decoding, peak memory; prints a table.
     Bench(BenchArgs),
+}
+
+/// Where a command that uses a kept network computes.
+#[derive(Args)]
+struct MachineArgs {
+    #[arg(long, value_enum, default_value_t = DeviceChoice::Cpu)]
+    device: DeviceChoice,
+    /// libtorch threads; 0 = one per core.
+    #[arg(long, default_value_t = 0)]
+    threads: usize,
+}
+
+impl MachineArgs {
+    fn device(&self) -> Result<tch::Device> {
+        runtime::set_threads(self.threads)?;
+        runtime::device(self.device)
+    }
 }
 
 /// Flags of `calibrate`.
@@ -418,6 +507,65 @@ fn dispatch(cli: Cli, keep_freed_memory: bool) -> Result<ExitCode> {
             deep_coral::files::write_atomic(&path, out_spec.to_json().as_bytes())?;
             print!("{}", calibrate::markdown(&c, &spec));
             eprintln!("wrote {} (evidence: {})", path.display(), evidence.display());
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Predict { model, images, out, top_k, skip_bad_images, machine } => {
+            use deep_coral::infer::{loaded::Loaded, predict};
+            let device = machine.device()?;
+            let files = predict::image_files(&images)?;
+            let loaded = Loaded::open(&model, device)?;
+            deep_coral::files::check_output_not_input(
+                &out,
+                &files.iter().map(|f| f.as_path()).collect::<Vec<_>>(),
+                "--out",
+            )?;
+            let (predictions, skipped) = predict::predict(&loaded, &files, top_k, skip_bad_images, device)?;
+            predict::write_csv(&predictions, top_k.min(loaded.card.classes.len()), &out)?;
+            eprintln!("wrote {} ({} images, {} skipped)", out.display(), predictions.len(), skipped.len());
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Evaluate { model, data_root, domain, mirror, out, skip_bad_images, machine } => {
+            use deep_coral::experiment::plot::{canvas, confusion::ConfusionFigure};
+            use deep_coral::infer::{evaluate, loaded::Loaded};
+            let device = machine.device()?;
+            let loaded = Loaded::open(&model, device)?;
+            let ev = evaluate::evaluate(&loaded, &data_root, &domain, mirror, skip_bad_images, device)?;
+            let dir = out.unwrap_or_else(|| {
+                loaded.path.parent().unwrap_or(std::path::Path::new(".")).join(format!("evaluate-{domain}"))
+            });
+            std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+            ev.write(&dir)?;
+            let title = format!("{} on {domain}: accuracy {:.1}%", loaded.path.display(), 100.0 * ev.accuracy);
+            canvas::render_both(&ConfusionFigure { evaluation: &ev, title }, &dir, "confusion")?;
+            print!("{}", ev.accuracy_csv());
+            eprintln!("wrote accuracy.csv, confusion.csv, confusion.png and confusion.svg into {}", dir.display());
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Export { model, torchscript } => {
+            let loaded = deep_coral::infer::loaded::Loaded::open(&model, tch::Device::Cpu)?;
+            deep_coral::files::check_output_not_input(&torchscript, &[&loaded.path], "--torchscript")?;
+            deep_coral::infer::export::torchscript(&loaded, &torchscript)?;
+            eprintln!(
+                "wrote {} (input [N, 3, {c}, {c}] in the model's convention: {:?})",
+                torchscript.display(),
+                loaded.card.input,
+                c = loaded.card.input.crop
+            );
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Embed { runs, out, seed, perplexity, data_root, machine } => {
+            use deep_coral::experiment::plot::{canvas, embedding::EmbeddingFigure};
+            let device = machine.device()?;
+            let mut panels = Vec::new();
+            for run in &runs {
+                panels.push(deep_coral::infer::embed::embed(run, data_root.as_deref(), perplexity, seed, device)?);
+            }
+            std::fs::create_dir_all(&out).with_context(|| format!("creating {}", out.display()))?;
+            for (k, e) in panels.iter().enumerate() {
+                deep_coral::files::write_atomic(&out.join(format!("embedding-{}.csv", k + 1)), e.csv().as_bytes())?;
+            }
+            let written = canvas::render_both(&EmbeddingFigure { panels: &panels }, &out, "embedding")?;
+            eprintln!("wrote {}", written.iter().map(|p| p.display().to_string()).collect::<Vec<_>>().join(", "));
             Ok(ExitCode::SUCCESS)
         }
         Command::ShallowCoral { paths, data_root, device, threads, again } => {

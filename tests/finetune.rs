@@ -85,20 +85,9 @@ fn fc_is_refused_for_squeezenet_by_name() {
 /// cache holds pool5 features, 9216 per view, and only fc6-fc8 train.
 #[test]
 fn alexnet_fc_trains_on_cached_conv_features() {
-    use tch::{nn, Device, Tensor};
+    use tch::Tensor;
     let tmp = tempfile::tempdir().unwrap();
-    tch::manual_seed(0);
-    let vs = nn::VarStore::new(Device::Cpu);
-    let _net = deep_coral::model::backbone::Backbone::Alexnet.build(&vs.root(), 1000);
-    let convs =
-        Tensor::read_safetensors(common::shared().join("weights/alexnet-torchvision-features-imagenet.safetensors"))
-            .unwrap();
-    let mut vars = vs.variables();
-    for (name, t) in &convs {
-        tch::no_grad(|| vars.get_mut(name).unwrap().copy_(t));
-    }
-    let weights = tmp.path().join("alexnet.safetensors");
-    Tensor::write_safetensors(&vars.into_iter().collect::<Vec<_>>(), &weights).unwrap();
+    let weights = common::alexnet_weights(tmp.path());
 
     let out = tmp.path().join("run");
     let cache = tmp.path().join("cache");

@@ -111,22 +111,9 @@ fn small_transfer(dir: &Path) -> PathBuf {
     root
 }
 
-/// AlexNet's real ImageNet convolutions with a seeded fc6/fc7/fc8 (tch's initialisation, seed
-/// 0; the real fully connected layers are not available here), as one full weights file.
+/// AlexNet's real ImageNet convolutions with a seeded fc6/fc7/fc8 (`common::alexnet_weights`).
 fn alexnet_weights(dir: &Path) -> PathBuf {
-    tch::manual_seed(0);
-    let vs = nn::VarStore::new(Device::Cpu);
-    let _net = Backbone::Alexnet.build(&vs.root(), 1000);
-    let convs =
-        Tensor::read_safetensors(common::shared().join("weights/alexnet-torchvision-features-imagenet.safetensors"))
-            .unwrap();
-    let mut vars = vs.variables();
-    for (name, t) in &convs {
-        tch::no_grad(|| vars.get_mut(name).unwrap().copy_(t));
-    }
-    let path = dir.join("alexnet.safetensors");
-    Tensor::write_safetensors(&vars.into_iter().collect::<Vec<_>>(), &path).unwrap();
-    path
+    common::alexnet_weights(dir)
 }
 
 /// The activations the forward of `backbone` drops out, for input `x`, except the ones computed

@@ -132,6 +132,31 @@ impl Domain {
     }
 }
 
+/// Every image file under `dir`, recursively, sorted: as in a class folder, hidden entries are
+/// passed over and every other file (or link to one) is an image; broken entries are returned
+/// apart, with why.
+pub fn files_under(dir: &Path) -> Result<(Vec<PathBuf>, Vec<(PathBuf, String)>)> {
+    let (mut files, mut broken) = (Vec::new(), Vec::new());
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for entry in std::fs::read_dir(&d).with_context(|| format!("reading folder {}", d.display()))? {
+            let entry = entry.with_context(|| format!("reading folder {}", d.display()))?;
+            if entry.file_name().to_string_lossy().starts_with('.') {
+                continue;
+            }
+            let path = entry.path();
+            match classify(&path, entry.file_type().ok()) {
+                Entry::File => files.push(path),
+                Entry::Folder => stack.push(path),
+                Entry::Broken(why) => broken.push((path, why)),
+            }
+        }
+    }
+    files.sort();
+    broken.sort();
+    Ok((files, broken))
+}
+
 /// Names of the non-hidden subfolders, sorted.
 fn subfolders(dir: &Path) -> Result<Vec<String>> {
     let mut out: Vec<String> = std::fs::read_dir(dir)

@@ -120,6 +120,25 @@ pub fn snapshot(dir: &Path) -> std::collections::BTreeMap<PathBuf, String> {
     out
 }
 
+/// AlexNet's real ImageNet convolutions (../shared) with a seeded fc6/fc7/fc8 (tch's
+/// initialisation, seed 0; the real fully connected layers are not available here), as one
+/// full weights file `<dir>/alexnet.safetensors`.
+pub fn alexnet_weights(dir: &Path) -> PathBuf {
+    use tch::{nn, Device, Tensor};
+    tch::manual_seed(0);
+    let vs = nn::VarStore::new(Device::Cpu);
+    let _net = deep_coral::model::backbone::Backbone::Alexnet.build(&vs.root(), 1000);
+    let convs =
+        Tensor::read_safetensors(shared().join("weights/alexnet-torchvision-features-imagenet.safetensors")).unwrap();
+    let mut vars = vs.variables();
+    for (name, t) in &convs {
+        tch::no_grad(|| vars.get_mut(name).unwrap().copy_(t));
+    }
+    let path = dir.join("alexnet.safetensors");
+    Tensor::write_safetensors(&vars.into_iter().collect::<Vec<_>>(), &path).unwrap();
+    path
+}
+
 /// Domains `src` and `tgt` with classes `a` and `b`, 3 images each: 6 images per domain.
 pub fn tiny_data(root: &Path) -> PathBuf {
     let data = root.join("data");

@@ -12,34 +12,19 @@
 //! NaN values (losses before the first step) are skipped.
 
 use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
-use std::sync::Once;
+use std::path::Path;
 
-use anyhow::{anyhow, bail, Context, Result};
+use anyhow::{Context, Result};
 use plotters::coord::Shift;
 use plotters::prelude::*;
 
+use super::canvas::{font, perr, Figure, GREY};
+use crate::config::Method;
 use crate::experiment::report::{self, Lambda, Transfer};
 use crate::train::metrics::MetricsRow;
 
 /// Figure size in pixels (three 600x500 panels).
 pub const SIZE: (u32, u32) = (1800, 500);
-
-/// DejaVu Sans (Bitstream Vera licence, see `assets/DejaVuSans-LICENSE.txt`), registered
-/// with plotters as "sans-serif" so text renders without system fonts.
-static FONT: &[u8] = include_bytes!("../../assets/DejaVuSans.ttf");
-
-fn register_font() -> Result<()> {
-    static ONCE: Once = Once::new();
-    let mut ok = true;
-    ONCE.call_once(|| {
-        ok = plotters::style::register_font("sans-serif", FontStyle::Normal, FONT).is_ok();
-    });
-    if !ok {
-        bail!("assets/DejaVuSans.ttf is not a font plotters can read");
-    }
-    Ok(())
-}
 
 /// Mean, min and max over seeds at one iteration.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -178,9 +163,8 @@ pub struct TransferFigure {
     pub authors: Option<AuthorsCurve>,
 }
 
-const GREY: RGBColor = RGBColor(90, 90, 90);
-const ZERO_COLOR: RGBColor = RGBColor(214, 39, 40);
-const ADAPTED_COLORS: [RGBColor; 5] = [
+pub(super) const ZERO_COLOR: RGBColor = RGBColor(214, 39, 40);
+pub(super) const ADAPTED_COLORS: [RGBColor; 5] = [
     RGBColor(31, 119, 180),
     RGBColor(44, 160, 44),
     RGBColor(148, 103, 189),
@@ -202,17 +186,9 @@ fn lighten(c: RGBColor, f: f64) -> RGBColor {
     RGBColor(mix(c.0), mix(c.1), mix(c.2))
 }
 
-fn perr<E: std::fmt::Debug>(e: E) -> anyhow::Error {
-    anyhow!("drawing: {e:?}")
-}
-
-fn font(size: u32) -> TextStyle<'static> {
-    ("sans-serif", size).into_font().color(&BLACK)
-}
-
 /// Draws one series: the min-max band (when more than one seed) and the mean line, solid or
 /// dashed; labels it for the legend.
-fn draw_band<'a, DB: DrawingBackend + 'a, Y>(
+pub(super) fn draw_band<'a, DB: DrawingBackend + 'a, Y>(
     chart: &mut ChartContext<'a, DB, Cartesian2d<plotters::coord::types::RangedCoordf64, Y>>,
     points: &[BandPoint],
     color: RGBColor,
@@ -405,7 +381,7 @@ fn draw_figure<DB: DrawingBackend>(root: DrawingArea<DB, Shift>, fig: &TransferF
 }
 
 /// The legend box every panel shares, at `position`.
-fn draw_legend<'a, DB: DrawingBackend + 'a, Y: Ranged>(
+pub(super) fn draw_legend<'a, DB: DrawingBackend + 'a, Y: Ranged>(
     chart: &mut ChartContext<'a, DB, Cartesian2d<plotters::coord::types::RangedCoordf64, Y>>,
     position: SeriesLabelPosition,
 ) -> Result<()> {
@@ -424,7 +400,7 @@ type TickFormat<T> = dyn Fn(&T) -> String;
 
 /// The grid and axes every panel shares: iterations on x, `y_desc` on y, and the y tick labels
 /// written by `y_format` (plotters' default where `None`).
-fn draw_mesh<DB, Y>(
+pub(super) fn draw_mesh<DB, Y>(
     chart: &mut ChartContext<'_, DB, Cartesian2d<plotters::coord::types::RangedCoordf64, Y>>,
     y_desc: &str,
     y_format: Option<&TickFormat<Y::ValueType>>,
@@ -448,42 +424,31 @@ where
     mesh.draw().map_err(perr)
 }
 
-/// Renders one figure to `path`: PNG or SVG by the extension, written to a temporary file
-/// beside it and renamed.
-pub fn render(fig: &TransferFigure, path: &Path) -> Result<()> {
-    register_font()?;
-    let dir = path.parent().unwrap_or(Path::new("."));
-    let name = path.file_name().with_context(|| format!("{} has no file name", path.display()))?.to_string_lossy();
-    let ext = path.extension().map(|e| e.to_string_lossy().to_lowercase()).unwrap_or_default();
-    let tmp = dir.join(format!(".{name}.tmp.{ext}"));
-    let drawn = match ext.as_str() {
-        "png" => draw_figure(BitMapBackend::new(&tmp, SIZE).into_drawing_area(), fig),
-        "svg" => draw_figure(SVGBackend::new(&tmp, SIZE).into_drawing_area(), fig),
-        _ => bail!("{}: can only draw .png or .svg", path.display()),
-    };
-    drawn.with_context(|| format!("drawing {}", path.display()))?;
-    std::fs::rename(&tmp, path).with_context(|| format!("renaming {} to {}", tmp.display(), path.display()))
+impl Figure for TransferFigure {
+    fn size(&self) -> (u32, u32) {
+        SIZE
+    }
+
+    fn draw<DB: DrawingBackend>(&self, root: DrawingArea<DB, Shift>) -> Result<()> {
+        draw_figure(root, self)
+    }
 }
 
-/// Builds the figures of an experiment: one per transfer with done runs, in the report's
-/// column order. `paper_curves` overrides the `paper_curves` named by `spec.json`.
-pub fn figures(experiment_dir: &Path, paper_curves: Option<&Path>) -> Result<Vec<TransferFigure>> {
-    let exp = report::read::load_experiment(experiment_dir)?;
-    let curves_path = paper_curves.map(Path::to_path_buf).or_else(|| exp.spec.paper_curves.clone());
-    let authors = match &curves_path {
+/// Builds the Fig. 3 figures of an experiment's Deep CORAL runs: one per transfer with done
+/// runs, in the report's column order, with the authors' curves of `paper_curves` (a path
+/// relative to the current directory), if given.
+pub fn figures(exp: &report::read::Experiment, paper_curves: Option<&Path>) -> Result<Vec<TransferFigure>> {
+    let authors = match paper_curves {
         Some(p) => read_authors_curves(p).with_context(|| {
             format!(
                 "loading the authors' curves for {} (paths in spec.json are relative to the current directory)",
-                experiment_dir.display()
+                exp.dir.display()
             )
         })?,
         None => BTreeMap::new(),
     };
     let mut by_transfer: BTreeMap<Transfer, BTreeMap<Lambda, Vec<Vec<MetricsRow>>>> = BTreeMap::new();
-    for run in &exp.incomplete {
-        eprintln!("not plotted: {}", run.describe());
-    }
-    for run in &exp.done {
+    for run in exp.done.iter().filter(|r| r.found.method() == Method::Coral) {
         let (transfer, lambda) = (run.found.transfer(), Lambda(run.found.lambda()));
         by_transfer.entry(transfer).or_default().entry(lambda).or_default().push(run.logs.rows.clone());
     }
@@ -497,26 +462,6 @@ pub fn figures(experiment_dir: &Path, paper_curves: Option<&Path>) -> Result<Vec
             TransferFigure { transfer: t, curves, authors }
         })
         .collect())
-}
-
-/// Draws `plots/<source>_<target>.png` and `.svg` for every transfer of the experiment at
-/// `experiment_dir` (done runs only) and returns the paths written.
-pub fn plot(experiment_dir: &Path, paper_curves: Option<&Path>) -> Result<Vec<PathBuf>> {
-    let figs = figures(experiment_dir, paper_curves)?;
-    if figs.is_empty() {
-        bail!("{}: no done runs to plot", experiment_dir.display());
-    }
-    let out_dir = experiment_dir.join("plots");
-    crate::files::create_own_dir(&out_dir)?;
-    let mut written = Vec::new();
-    for fig in &figs {
-        for ext in ["png", "svg"] {
-            let path = out_dir.join(format!("{}.{ext}", fig.transfer.dir_name()));
-            render(fig, &path)?;
-            written.push(path);
-        }
-    }
-    Ok(written)
 }
 
 #[cfg(test)]
