@@ -11,7 +11,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use deep_coral::model::backbone::alexnet::AlexNet;
-use deep_coral::model::backbone::Backbone;
+use deep_coral::model::backbone::{Backbone, NewLayers};
 use deep_coral::model::weights::load_pretrained;
 use tch::nn::{self, ModuleT};
 use tch::{Device, Tensor};
@@ -70,7 +70,7 @@ fn converted_torchvision_alexnet_gives_torchvision_outputs() {
 
         let mut vs = nn::VarStore::new(Device::Cpu);
         // What Backbone::Alexnet.build makes, kept concrete to reach its conv features.
-        let net = AlexNet::new(&vs.root(), 1000);
+        let net = AlexNet::new(&vs.root(), 1000, NewLayers::default());
         load_pretrained(&mut vs, &converted, Backbone::Alexnet).unwrap();
 
         // Every parameter but the last layer's is torchvision's; the last layer is new.

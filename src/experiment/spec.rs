@@ -61,6 +61,10 @@ pub struct Spec {
     /// DDC and DAN rows beside Deep CORAL); the transfers' own `lambdas` run `train.method`.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub methods: Vec<MethodRuns>,
+    /// Also evaluate shallow CORAL on the lambda = 0 runs' networks after the sweep
+    /// (`deep-coral shallow-coral`, the `shallow` step of `make reproduce`): Table 1's CORAL row.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub shallow_coral: bool,
     /// The paper's numbers for the report (a JSON table), if any.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub paper_table: Option<PathBuf>,
@@ -508,6 +512,24 @@ mod tests {
         assert_eq!((c.iterations, c.batch_size, c.eval_every, c.lr_step, c.lr), (2000, 128, 50, 500, 1e-3));
         assert_eq!(c.data_root, PathBuf::from("data/office31/domain_adaptation_images"));
         assert!(runs.iter().all(|r| r.config.validate().is_ok()));
+    }
+
+    /// Table 1 in one grid: the office31 runs, DDC and DAN on every transfer and seed, and
+    /// shallow CORAL asked for.
+    #[test]
+    fn table1_methods_runs_every_row_of_table_1() {
+        let spec = load(&experiments("table1-methods.json")).unwrap();
+        let office31 = load(&experiments("office31.json")).unwrap();
+        let runs = spec.runs(Path::new("results"));
+        assert_eq!(runs.len(), 120);
+        assert!(spec.shallow_coral);
+        assert_eq!(
+            (spec.train.clone(), spec.transfers.clone(), spec.seeds.clone()),
+            (office31.train, office31.transfers, office31.seeds)
+        );
+        let of = |m: Method| runs.iter().filter(|r| r.config.method == m).map(|r| r.config.lambda).collect::<Vec<_>>();
+        assert_eq!((of(Method::Ddc).len(), of(Method::Dan).len()), (30, 30));
+        assert!(of(Method::Ddc).iter().all(|&l| l == 0.25) && of(Method::Dan).iter().all(|&l| l == 1.0));
     }
 
     #[test]

@@ -17,8 +17,8 @@ use std::path::Path;
 use anyhow::{bail, Result};
 
 use super::read::{self, DoneRun, FoundRun};
-use super::render::{fmt_diff_sd, fmt_mean_sd, markdown_table};
-use super::stats::Stat;
+use super::render::{fmt_effect, fmt_mean_sd, markdown_table};
+use super::stats::{Effect, Stat};
 use super::{Lambda, Transfer};
 use crate::train::metrics::{MetricsRow, StepRow};
 
@@ -31,8 +31,8 @@ pub struct CellComparison {
     /// Final target accuracy (%), A and B.
     pub acc_a: Stat,
     pub acc_b: Stat,
-    /// B − A per seed (points).
-    pub acc_diff: Stat,
+    /// B − A per seed (points): mean, 95% interval, sign-flip test (`stats::Effect`).
+    pub acc_diff: Effect,
     /// Final CORAL loss (unweighted, last row), A and B.
     pub coral_a: Stat,
     pub coral_b: Stat,
@@ -83,7 +83,7 @@ pub fn compare(a: &Path, b: &Path) -> Result<Comparison> {
                 seeds: pairs.iter().map(|p| p.seed).collect(),
                 acc_a: stat(|p| p.acc.0),
                 acc_b: stat(|p| p.acc.1),
-                acc_diff: stat(|p| p.acc.1 - p.acc.0),
+                acc_diff: Effect::of(&pairs.iter().map(|p| p.acc.1 - p.acc.0).collect::<Vec<_>>()).expect("a pair"),
                 coral_a: stat(|p| p.coral.0),
                 coral_b: stat(|p| p.coral.1),
                 max_class_loss_diff: pairs.iter().map(|p| p.max_class_loss_diff).fold(0.0, f64::max),
@@ -176,7 +176,8 @@ fn render(a: &Path, b: &Path, cells: &[CellComparison], changes: &[String]) -> S
         "seeds",
         "final acc A",
         "final acc B",
-        "B − A (points)",
+        "B − A (points) [95% CI]",
+        "verdict",
         "final CORAL loss A",
         "final CORAL loss B",
         "max Δ class loss",
@@ -196,7 +197,8 @@ fn render(a: &Path, b: &Path, cells: &[CellComparison], changes: &[String]) -> S
                 c.seeds.len().to_string(),
                 fmt_mean_sd(&c.acc_a),
                 fmt_mean_sd(&c.acc_b),
-                fmt_diff_sd(&c.acc_diff),
+                fmt_effect(&c.acc_diff),
+                c.acc_diff.verdict().name().to_string(),
                 coral(&c.coral_a),
                 coral(&c.coral_b),
                 format!("{:.4} ({})", c.max_class_loss_diff, if c.per_iteration { "per iteration" } else { "per row" }),
@@ -207,7 +209,8 @@ fn render(a: &Path, b: &Path, cells: &[CellComparison], changes: &[String]) -> S
     md.push_str(&markdown_table(&header, &rows));
     md.push_str(
         "\nfinal acc: target accuracy (%) at the last iteration, mean ± sd over the paired seeds; B − A: the \
-         per-seed difference, mean ± sd. final CORAL loss: 1/(4d²)‖C_S − C_T‖²_F, the last row's mean. max Δ class \
+         per-seed difference, mean [95% confidence interval, Student's t over the seeds]; verdict: from the \
+         interval alone (\"better\" or \"worse\" for B when it excludes 0, else \"no difference shown\"). final CORAL loss: 1/(4d²)‖C_S − C_T‖²_F, the last row's mean. max Δ class \
          loss: the largest absolute difference of the source cross-entropy between the two runs of a pair, over \
          every iteration (steps.csv, both runs with log_steps) or every row of metrics.csv (means over eval_every \
          iterations), and over the seeds; first: the same at the first iteration alone, where both runs step from \

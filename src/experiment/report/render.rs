@@ -51,14 +51,6 @@ pub fn fmt_diff(d: f64) -> String {
     }
 }
 
-/// A per-seed difference in points: `+1.5 ± 0.7`, or just `fmt_diff` of the mean (n = 1).
-pub fn fmt_diff_sd(stat: &Stat) -> String {
-    match stat.sd {
-        Some(sd) => format!("{} ± {sd:.1}", fmt_diff(stat.mean)),
-        None => fmt_diff(stat.mean),
-    }
-}
-
 /// Three significant digits, in fixed point from 0.1 up and in scientific notation below
 /// (CORAL distances span from 1e-3 to 1e3 across backbones).
 pub fn fmt_sig3(x: f64) -> String {
@@ -303,8 +295,9 @@ pub fn headline(paired: &[Paired], average: Option<&Average>, title: &str) -> St
     };
     let avg = |f: &dyn Fn(&Average) -> String| average.map_or(String::new(), f);
     let seeds: BTreeSet<usize> = paired.iter().map(|p| p.seeds.len()).collect();
-    let n = match seeds.len() {
-        1 => format!("{} seeds", seeds.first().expect("one")),
+    let n = match seeds.first() {
+        Some(1) if seeds.len() == 1 => "1 seed".to_string(),
+        Some(k) if seeds.len() == 1 => format!("{k} seeds"),
         _ => "n seeds".into(),
     };
     let rows = vec![
