@@ -5,9 +5,11 @@
 //! 1. **limit**: `step::update` (both branches with autograd, `class + lambda * CORAL`,
 //!    backward, Caffe SGD) on one batch already in tensors: the network's share of an
 //!    iteration, without sampling, crops, mirrors or tensor making;
-//! 2. **train**: `step::step` on the decoded images (sampling, augmentation, tensors, both
-//!    branches, CORAL, update, bookkeeping), at `lambda` and at 0 (target branch without
-//!    autograd; expected about 2/3 of the time);
+//! 2. **train**: the loop's own iteration on the decoded images: the next batch from
+//!    `prefetch::Feed` (sampling, augmentation, tensors, made one iteration ahead on a second
+//!    thread) then `step::update`, at `lambda` and at 0 (target branch without autograd;
+//!    expected about 2/3 of the time); and at `lambda` with the batch made inline
+//!    (`prefetch: false`, as before prefetching), so the gain is measured in the same run;
 //! 3. **data**: `transfer::scan` + `transfer::load_images`, which scan and decode both domains into memory;
 //! 4. **memory**: peak resident memory (`VmHWM`) of the process, reset before each backbone
 //!    (after handing the heap's free memory back), so each backbone's peak includes the decoded
@@ -33,6 +35,7 @@ use crate::data::transfer::{self, Data};
 use crate::model::backbone::Backbone;
 use crate::train::checkpoint::Streams;
 use crate::train::model::Model;
+use crate::train::prefetch::Feed;
 use crate::train::runtime;
 use crate::train::step;
 
@@ -110,10 +113,14 @@ pub struct BackboneBench {
     pub lr: f64,
     /// `step::update` at `lambda` on a batch already in tensors.
     pub limit: Timing,
-    /// `step::step` at `lambda`.
+    /// The loop's iteration (batch from `prefetch::Feed`, then `step::update`) at `lambda`.
     pub train: Timing,
-    /// `step::step` at lambda = 0.
+    /// The same at lambda = 0.
     pub train_lambda0: Timing,
+    /// The same at `lambda` with `prefetch: false` (the batch made inline; absent in reports
+    /// from before prefetching, whose `train` was made that way).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub train_inline: Option<Timing>,
     /// `train.img_per_s / limit.img_per_s`: the share of the limit the full iteration reaches.
     pub train_over_limit: f64,
     /// `train_lambda0.s_per_iter / train.s_per_iter` (about 2/3 expected).
@@ -263,12 +270,21 @@ fn bench_backbone(
     let limit = time(opts, images, device, |it| finite(step::update(&mut model, &cfg, &batch, it)?))?;
 
     let mut train_at = |cfg: &TrainConfig| -> Result<Timing> {
-        eprintln!("bench {backbone} ({what}): train::step at lambda {}, {total} iterations", cfg.lambda);
+        let how = if cfg.prefetch { "batches made ahead" } else { "batches made inline" };
+        eprintln!("bench {backbone} ({what}): the loop at lambda {}, {how}, {total} iterations", cfg.lambda);
+        let cfg = &TrainConfig { iterations: total, ..cfg.clone() };
         let mut streams = Streams::fresh(cfg, data);
-        time(opts, images, device, |it| finite(step::step(&mut model, data, cfg, &mut streams, it, device)?))
+        std::thread::scope(|scope| {
+            let mut feed = Feed::start(scope, data, cfg, model.input, &streams, 0, device);
+            time(opts, images, device, |it| {
+                let batch = feed.next(data, cfg, &model.input, &mut streams, device)?;
+                finite(step::update(&mut model, cfg, &batch, it)?)
+            })
+        })
     };
     let train = train_at(&cfg)?;
     let train_lambda0 = train_at(&TrainConfig { lambda: 0.0, ..cfg.clone() })?;
+    let train_inline = train_at(&TrainConfig { prefetch: false, ..cfg.clone() })?;
     Ok(BackboneBench {
         backbone,
         precision,
@@ -277,6 +293,7 @@ fn bench_backbone(
         limit,
         train,
         train_lambda0,
+        train_inline: Some(train_inline),
         train_over_limit: train.img_per_s / limit.img_per_s,
         lambda0_over_lambda_time: train_lambda0.s_per_iter / train.s_per_iter,
         peak_rss_bytes: runtime::peak_rss_bytes(),
@@ -349,26 +366,32 @@ pub fn table(r: &BenchReport) -> String {
         mib(d.peak_rss_bytes)
     );
     s += &format!(
-        "{:<14} {:<9} {:<10} {:>12} {:>12} {:>12} {:>16} {:>14} {:>10}\n",
+        "{:<14} {:<9} {:<10} {:>12} {:>12} {:>12} {:>14} {:>16} {:>16} {:>14} {:>10}\n",
         "backbone",
         "precision",
         "weights",
         "limit img/s",
         "train img/s",
         "train/limit",
+        "inline/limit",
+        "ahead/inline",
         "train img/s λ=0",
         "time λ=0/λ>0",
         "peak RSS"
     );
     for b in &r.backbones {
+        let inline = b.train_inline.map(|t| t.img_per_s);
+        let opt = |x: Option<f64>| x.map_or("-".to_string(), |x| format!("{x:.2}"));
         s += &format!(
-            "{:<14} {:<9} {:<10} {:>12.1} {:>12.1} {:>12.2} {:>16.1} {:>14.2} {:>10}\n",
+            "{:<14} {:<9} {:<10} {:>12.1} {:>12.1} {:>12.2} {:>14} {:>16} {:>16.1} {:>14.2} {:>10}\n",
             b.backbone.name(),
             b.precision.name(),
             if b.weights.is_some() { "pretrained" } else { "random" },
             b.limit.img_per_s,
             b.train.img_per_s,
             b.train_over_limit,
+            opt(inline.map(|i| i / b.limit.img_per_s)),
+            opt(inline.map(|i| b.train.img_per_s / i)),
             b.train_lambda0.img_per_s,
             b.lambda0_over_lambda_time,
             mib(b.peak_rss_bytes)
@@ -376,8 +399,10 @@ pub fn table(r: &BenchReport) -> String {
     }
     s += &precision_ratios(r);
     s += "\nimg/s counts source + target images. limit: train::update (forward both branches, class + \
-          lambda * CORAL, backward, SGD) on one batch already in tensors. train: train::step (sampling, \
-          crops, mirrors, tensors, then update) on the decoded images.\n";
+          lambda * CORAL, backward, SGD) on one batch already in tensors. train: the loop's iteration on the \
+          decoded images (sampling, crops, mirrors, tensors made one iteration ahead on a second thread, then \
+          update); inline: the same with the batch made before each update (prefetch: false); ahead/inline: \
+          the gain of prefetching.\n";
     if r.backbones.iter().any(|b| b.weights.is_none()) {
         s += "random: no weights file for that backbone (see --weights): random initialisation, updated at \
               learning rate 0 (random weights diverge within a few steps at the training rate); the work per \

@@ -202,6 +202,10 @@ pub struct TrainConfig {
     /// Keep the trained network as `model.safetensors` in the run folder when the run ends
     /// (about 5 MB for SqueezeNet, 230 MB for AlexNet/CaffeNet); off for large grids.
     pub save_model: bool,
+    /// Make the next iteration's batches (crops, mirrors, normalisation) on a second thread
+    /// while the current step runs, when the images are in host memory (`train::prefetch`).
+    /// The same random draws in the same order: no effect on any number, only on speed.
+    pub prefetch: bool,
 }
 
 impl Default for TrainConfig {
@@ -236,6 +240,7 @@ impl Default for TrainConfig {
             eval_mirror: false,
             log_steps: false,
             save_model: true,
+            prefetch: true,
         }
     }
 }

@@ -130,6 +130,11 @@ pub struct ConfigFlags {
     #[arg(long, value_name = "BOOL")]
     #[serde(skip_serializing_if = "Option::is_none")]
     pub save_model: Option<bool>,
+    /// Make the next batches on a second thread while a step runs (default true; no effect on
+    /// results).
+    #[arg(long, value_name = "BOOL")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub prefetch: Option<bool>,
 }
 
 impl ConfigFlags {
@@ -240,6 +245,7 @@ mod tests {
             eval_mirror: true,
             log_steps: true,
             save_model: Some(false),
+            prefetch: Some(false),
         };
         let base = TrainConfig::default();
         let cfg = flags.apply(&base).unwrap();
@@ -251,7 +257,7 @@ mod tests {
             }
         }
         assert_eq!((cfg.momentum, cfg.lr_gamma, cfg.weight_decay), (0.8, 0.5, 0.0));
-        assert_eq!(given.len(), 28, "a flag without a field, or a field counted twice");
+        assert_eq!(given.len(), 29, "a flag without a field, or a field counted twice");
         // A flag not given keeps the base value.
         let cfg = ConfigFlags { lr: Some(0.1), ..Default::default() }.apply(&base).unwrap();
         assert_eq!(cfg, TrainConfig { lr: 0.1, ..base });

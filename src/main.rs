@@ -111,6 +111,12 @@ enum Command {
         /// Name and leave out files that do not decode, instead of stopping.
         #[arg(long)]
         skip_bad_images: bool,
+        /// Images per forward pass (memory only: each image's scores are its own).
+        #[arg(long, default_value_t = 64, value_parser = clap::value_parser!(u64).range(1..=65536))]
+        batch_size: u64,
+        /// Arithmetic of the forward pass (default: the precision the network trained in).
+        #[arg(long, value_enum)]
+        precision: Option<deep_coral::config::Precision>,
         #[command(flatten)]
         machine: MachineArgs,
     },
@@ -509,8 +515,8 @@ fn dispatch(cli: Cli, keep_freed_memory: bool) -> Result<ExitCode> {
             eprintln!("wrote {} (evidence: {})", path.display(), evidence.display());
             Ok(ExitCode::SUCCESS)
         }
-        Command::Predict { model, images, out, top_k, skip_bad_images, machine } => {
-            use deep_coral::infer::{loaded::Loaded, predict};
+        Command::Predict { model, images, out, top_k, skip_bad_images, batch_size, precision, machine } => {
+            use deep_coral::infer::{features::Pass, loaded::Loaded, predict};
             let device = machine.device()?;
             let files = predict::image_files(&images)?;
             let loaded = Loaded::open(&model, device)?;
@@ -519,7 +525,8 @@ fn dispatch(cli: Cli, keep_freed_memory: bool) -> Result<ExitCode> {
                 &files.iter().map(|f| f.as_path()).collect::<Vec<_>>(),
                 "--out",
             )?;
-            let (predictions, skipped) = predict::predict(&loaded, &files, top_k, skip_bad_images, device)?;
+            let pass = Pass { batch: batch_size as usize, precision: precision.unwrap_or(loaded.card.precision) };
+            let (predictions, skipped) = predict::predict(&loaded, &files, top_k, skip_bad_images, device, pass)?;
             predict::write_csv(&predictions, top_k.min(loaded.card.classes.len()), &out)?;
             eprintln!("wrote {} ({} images, {} skipped)", out.display(), predictions.len(), skipped.len());
             Ok(ExitCode::SUCCESS)

@@ -109,6 +109,27 @@ fn predict_labels_a_folder_and_names_a_bad_image() {
         assert!(p1 >= p2 && p1 + p2 <= 1.0 + 1e-6, "{row:?}");
         assert!(["backpack", "bike", "mouse", "mug"].contains(&row[1]), "{row:?}");
     }
+    // The batch size is memory, not results: 2 images a pass give the classes and (to float
+    // rounding) the probabilities of 64; bf16 arithmetic gives probabilities near fp32's.
+    for (extra, tol) in [(["--batch-size", "2"], 1e-5), (["--precision", "bf16"], 0.05)] {
+        let other = tmp.path().join("other.csv");
+        let mut cmd = common::bin();
+        cmd.arg("predict").arg(&run).arg(&images).arg("--out").arg(&other).args(["--threads", "1"]);
+        run_ok(cmd.args(["--skip-bad-images", "--top-k", "2"]).args(extra));
+        let other = std::fs::read_to_string(&other).unwrap();
+        let other: Vec<Vec<&str>> = other.lines().skip(1).map(|l| l.split(',').collect()).collect();
+        assert_eq!(other.len(), rows.len());
+        for (a, b) in rows.iter().zip(&other) {
+            assert_eq!(a[0], b[0]);
+            let (pa, pb): (f64, f64) = (a[2].parse().unwrap(), b[2].parse().unwrap());
+            assert!((pa - pb).abs() <= tol, "{extra:?}: {a:?} against {b:?}");
+            if extra[0] == "--batch-size" {
+                assert_eq!(a[1], b[1], "{extra:?}: {a:?} against {b:?}");
+            }
+        }
+    }
+    let err = run_fails(&mut predict(&["--batch-size", "0"]), 2);
+    assert!(err.contains("--batch-size") && err.contains('0'), "{err}");
     // The output is not one of the images it reads.
     let first = images.join("inbox/bike").read_dir().unwrap().next().unwrap().unwrap().path();
     let before = std::fs::read(&first).unwrap();

@@ -172,6 +172,23 @@ fn same_seed_same_metrics_other_seed_other_metrics() {
     assert_eq!(run("d", &two), run("e", &two), "same seed, two threads");
 }
 
+/// Batches made one iteration ahead on a second thread (the default) are the batches made
+/// inline: every number of metrics.csv and steps.csv is the same, and so is the resume after
+/// a checkpoint taken while the next batch was already made (`interrupt_and_resume` runs with
+/// prefetching on). The images are decoded into host memory, the path prefetching serves.
+#[test]
+fn prefetching_batches_changes_no_number() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tiny_data(tmp.path());
+    let run = |name: &str, extra: &[&str]| baseline(&data, &tmp.path().join(name), extra);
+    let args = ["--iterations", "6", "--eval-every", "2", "--log-steps"];
+    let ahead = run("ahead", &args);
+    let inline = run("inline", &[&args[..], &["--prefetch", "false"]].concat());
+    assert_eq!(ahead, inline, "prefetching changed the numbers");
+    assert!(record(&tmp.path().join("ahead")).config.prefetch, "prefetching is the default");
+    assert!(!record(&tmp.path().join("inline")).config.prefetch, "run.json records the setting");
+}
+
 /// bf16 is as repeatable as fp32, to the byte, and it is not fp32: the per-iteration losses
 /// differ by bf16's rounding, not more.
 #[test]

@@ -73,9 +73,7 @@ impl Inputs {
 
     /// Labels of `indices` as an int64 tensor on `device`.
     pub fn labels(&self, indices: &[usize], device: Device) -> Tensor {
-        let all = self.all_labels();
-        let l: Vec<i64> = indices.iter().map(|&i| all[i]).collect();
-        Tensor::from_slice(&l).to_device(device)
+        labels_of(self.all_labels(), indices, device)
     }
 
     /// Training inputs of `indices`, one random view per image drawn from `augment` in order:
@@ -89,7 +87,8 @@ impl Inputs {
         device: Device,
     ) -> Tensor {
         match self {
-            Inputs::Host(_) | Inputs::Device { .. } => {
+            Inputs::Host(set) => host_train_batch(set, indices, augment, input, channels_last, device),
+            Inputs::Device { .. } => {
                 let views: Vec<View> = indices.iter().map(|_| View::random(input.crop, augment)).collect();
                 self.images_at(indices, &views, input, channels_last, device)
             }
@@ -135,6 +134,27 @@ impl Inputs {
             Inputs::Features(_) => unreachable!("features hold no images"),
         }
     }
+}
+
+/// `labels[i]` for each of `indices`, as an int64 tensor on `device`.
+pub fn labels_of(labels: &[i64], indices: &[usize], device: Device) -> Tensor {
+    let l: Vec<i64> = indices.iter().map(|&i| labels[i]).collect();
+    Tensor::from_slice(&l).to_device(device)
+}
+
+/// [`Inputs::train_batch`] of decoded images in host memory: a random crop and mirror per
+/// image (`View::random`, drawn from `augment` in order), cut by the CPU. Plain host data in,
+/// a tensor out, so it can run on another thread (`train::prefetch`).
+pub fn host_train_batch(
+    set: &ImageSet,
+    indices: &[usize],
+    augment: &mut ChaCha8Rng,
+    input: &InputConvention,
+    channels_last: bool,
+    device: Device,
+) -> Tensor {
+    let views: Vec<View> = indices.iter().map(|_| View::random(input.crop, augment)).collect();
+    to_tensor(set, indices, &views, input, channels_last, device)
 }
 
 #[cfg(test)]

@@ -6,13 +6,27 @@
 use anyhow::Result;
 use tch::{Device, Kind, Tensor};
 
+use crate::config::Precision;
 use crate::data::inputs::Inputs;
 use crate::infer::loaded::Loaded;
 use crate::model::backbone::Finetune;
 use crate::train::precision::Autocast;
 
-/// Images per forward pass.
-const CHUNK: usize = 64;
+/// How a pass runs: images per forward pass (memory, not results: every image is computed on
+/// its own in eval mode, so the scores do not depend on it beyond float rounding) and the
+/// arithmetic, by default the one the network trained in.
+#[derive(Debug, Clone, Copy)]
+pub struct Pass {
+    pub batch: usize,
+    pub precision: Precision,
+}
+
+impl Pass {
+    /// 64 images at a time, in the network's own precision.
+    pub fn of(model: &Loaded) -> Pass {
+        Pass { batch: 64, precision: model.card.precision }
+    }
+}
 
 /// What a network gives for a domain.
 pub struct Outputs {
@@ -23,14 +37,20 @@ pub struct Outputs {
 }
 
 /// Runs `model` over all of `set`: the centre crop of each image, mirrored where `mirrors`
-/// says (one flag per image), `CHUNK` images at a time.
+/// says (one flag per image), as [`Pass::of`] the model says.
 pub fn outputs(model: &Loaded, set: &Inputs, mirrors: &[bool], device: Device) -> Result<Outputs> {
+    outputs_in(model, set, mirrors, device, Pass::of(model))
+}
+
+/// [`outputs`] with the batch and precision of `pass`.
+pub fn outputs_in(model: &Loaded, set: &Inputs, mirrors: &[bool], device: Device, pass: Pass) -> Result<Outputs> {
     let card = &model.card;
+    let batch = pass.batch.max(1);
     let all: Vec<usize> = (0..set.len()).collect();
     let (mut logits, mut features) = (Vec::new(), Vec::new());
     tch::no_grad(|| -> Result<()> {
-        let _region = Autocast::enter(card.precision, device)?;
-        for (idx, mirror) in all.chunks(CHUNK).zip(mirrors.chunks(CHUNK)) {
+        let _region = Autocast::enter(pass.precision, device)?;
+        for (idx, mirror) in all.chunks(batch).zip(mirrors.chunks(batch)) {
             let xs = set.eval_batch(idx, mirror, &card.input, card.config.channels_last, device);
             let taps = model.net.head_taps(&xs, Finetune::All, false, true);
             logits.push(taps.logits.to_kind(Kind::Float).to_device(Device::Cpu));

@@ -12,7 +12,7 @@ use tch::{Device, Kind};
 use crate::data::domain;
 use crate::data::images::{self, SkippedImage};
 use crate::data::inputs::Inputs;
-use crate::infer::features;
+use crate::infer::features::{self, Pass};
 use crate::infer::loaded::Loaded;
 
 /// One image's prediction: its `top` classes, most probable first, with their probabilities.
@@ -53,13 +53,14 @@ pub fn predict(
     top_k: usize,
     skip_bad: bool,
     device: Device,
+    pass: Pass,
 ) -> Result<(Vec<Prediction>, Vec<SkippedImage>)> {
     let labelled: Vec<(PathBuf, i64)> = files.iter().map(|f| (f.clone(), 0)).collect();
     let set = images::decode_all(&labelled, "predict", skip_bad, model.card.resize)?;
     let skipped = set.skipped.clone();
     let kept: Vec<&PathBuf> = files.iter().filter(|f| !skipped.iter().any(|s| &s.path == *f)).collect();
     let inputs = Inputs::Host(set);
-    let out = features::outputs(model, &inputs, &vec![false; inputs.len()], device)?;
+    let out = features::outputs_in(model, &inputs, &vec![false; inputs.len()], device, pass)?;
     let probs = out.logits.softmax(-1, Kind::Double);
     let k = top_k.clamp(1, model.card.classes.len()) as i64;
     let (values, indices) = probs.topk(k, -1, true, true);

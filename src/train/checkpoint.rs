@@ -57,7 +57,7 @@ impl LoopState {
 }
 
 /// The random streams of a run: the order of each domain and the crops and mirrors.
-#[derive(Serialize, Deserialize)]
+#[derive(Clone, Serialize, Deserialize)]
 pub struct Streams {
     pub source: EpochSampler,
     pub target: EpochSampler,

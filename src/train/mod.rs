@@ -21,6 +21,8 @@ pub mod model;
 pub mod optim;
 /// `--precision bf16`: libtorch's autocast on CPU and CUDA.
 pub mod precision;
+/// The loop's batches made one iteration ahead on a second thread.
+pub mod prefetch;
 /// The one training loop.
 pub mod run;
 /// Device, threads, random streams, allocator setting, stop flag.

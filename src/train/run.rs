@@ -25,6 +25,7 @@ use crate::train::eval;
 use crate::train::metrics::{ImageCounts, MetricsRow, RunRecord, Status, StepMeans, StepRow, StepStats, Versions};
 use crate::train::model::Model;
 use crate::train::precision;
+use crate::train::prefetch::Feed;
 use crate::train::runtime;
 use crate::train::saved_model::{self, ModelCard};
 use crate::train::step;
@@ -123,8 +124,13 @@ pub fn run(cfg: &TrainConfig, out: &Path, start: Start, stop: &AtomicBool) -> Re
     };
     record.write(&record_path)?;
 
-    let mut training = Training { cfg, model, data, state, log, steps, checkpoint_dir, device, lock: &lock };
-    let result = training.run_loop(stop);
+    let mut training = Training { cfg, model, data: &data, state, log, steps, checkpoint_dir, device, lock: &lock };
+    // The batches of the coming iterations are made ahead on a second thread (`prefetch`).
+    let result = std::thread::scope(|scope| {
+        let (input, streams, from) = (training.model.input, &training.state.streams, training.state.iteration);
+        let feed = Feed::start(scope, &data, cfg, input, streams, from, device);
+        training.run_loop(stop, feed)
+    });
     let Training { model, state, checkpoint_dir, .. } = training;
     record.iterations_done = state.iteration;
     record.final_target_acc = state.final_target_acc;
@@ -223,7 +229,7 @@ fn check_batch_fits(cfg: &TrainConfig, data: &Data) -> Result<()> {
 struct Training<'a> {
     cfg: &'a TrainConfig,
     model: Model,
-    data: Data,
+    data: &'a Data,
     state: LoopState,
     log: CsvLog<MetricsRow>,
     steps: Option<CsvLog<StepRow>>,
@@ -235,9 +241,9 @@ struct Training<'a> {
 
 impl Training<'_> {
     /// The loop itself; returns how it ended. Each pass: evaluate and write a row if due ->
-    /// stop if done or asked to -> one SGD step -> stop if the loss is not finite -> checkpoint
-    /// if due.
-    fn run_loop(&mut self, stop: &AtomicBool) -> Result<Status> {
+    /// stop if done or asked to -> the next batch from `feed` -> one SGD step -> stop if the
+    /// loss is not finite -> checkpoint if due.
+    fn run_loop(&mut self, stop: &AtomicBool, mut feed: Feed) -> Result<Status> {
         let cfg = self.cfg;
         let bar = ProgressBar::new(cfg.iterations as u64).with_style(
             ProgressStyle::with_template("train [{bar:30}] {pos}/{len} {per_sec} eta {eta} {msg}")
@@ -269,7 +275,8 @@ impl Training<'_> {
                 bar.abandon_with_message("interrupted");
                 return Ok(Status::Interrupted);
             }
-            let stats = step::step(&mut self.model, &self.data, cfg, &mut self.state.streams, it, self.device)?;
+            let batch = feed.next(self.data, cfg, &self.model.input, &mut self.state.streams, self.device)?;
+            let stats = step::update(&mut self.model, cfg, &batch, it)?;
             if !(stats.class_loss.is_finite() && stats.coral_loss.is_finite() && stats.align_loss.is_finite()) {
                 bar.abandon_with_message("diverged");
                 eprintln!(

@@ -7,6 +7,8 @@ use anyhow::Result;
 use tch::{Device, Kind, Tensor};
 
 use crate::config::TrainConfig;
+use crate::data::images::ImageSet;
+use crate::data::inputs::{host_train_batch, labels_of, Inputs};
 use crate::data::transfer::Data;
 use crate::model::backbone::InputConvention;
 use crate::model::backbone::Taps;
@@ -51,6 +53,9 @@ pub fn next_batch(
     streams: &mut Streams,
     device: Device,
 ) -> Batch {
+    if let (Inputs::Host(s), Inputs::Host(t)) = (&data.source, &data.target) {
+        return host_batch(s, t, cfg, input, streams, device);
+    }
     let n = cfg.batch_size;
     let si = streams.source.next(n);
     let ti = streams.target.next(n);
@@ -58,6 +63,27 @@ pub fn next_batch(
         source: data.source.train_batch(&si, &mut streams.augment, input, cfg.channels_last, device),
         labels: data.source.labels(&si, device),
         target: data.target.train_batch(&ti, &mut streams.augment, input, cfg.channels_last, device),
+    }
+}
+
+/// [`next_batch`] of two domains of decoded images in host memory, in the same draws: the
+/// source's indices, the target's, then a view of each source image and of each target image.
+/// It reads host data only, so `train::prefetch` runs it on its own thread.
+pub fn host_batch(
+    source: &ImageSet,
+    target: &ImageSet,
+    cfg: &TrainConfig,
+    input: &InputConvention,
+    streams: &mut Streams,
+    device: Device,
+) -> Batch {
+    let n = cfg.batch_size;
+    let si = streams.source.next(n);
+    let ti = streams.target.next(n);
+    Batch {
+        source: host_train_batch(source, &si, &mut streams.augment, input, cfg.channels_last, device),
+        labels: labels_of(&source.labels, &si, device),
+        target: host_train_batch(target, &ti, &mut streams.augment, input, cfg.channels_last, device),
     }
 }
 
