@@ -3,7 +3,8 @@
     python bench/compare.py target/bench/deep-coral.json target/bench/pytorch.jsonl
 
 Reads `deep-coral bench --json` and the JSON lines of `bench/pytorch_pipeline.py`; prints, per
-backbone and precision (fp32; bf16 = PyTorch's torch.autocast against deep-coral's), both full-iteration speeds (img/s, source + target images), their ratio, and both peak
+backbone, precision (fp32; bf16 = PyTorch's torch.autocast against deep-coral's) and memory layout
+(each side in the same one: channels-last or contiguous), both full-iteration speeds (img/s, source + target images), their ratio, and both peak
 memories (deep-coral: VmHWM of its one process; PyTorch: the process tree's summed RSS and PSS,
 DataLoader workers included).
 """
@@ -20,16 +21,20 @@ def main(ours_path, theirs_path):
     with open(ours_path) as f:
         ours = json.load(f)
     with open(theirs_path) as f:
-        theirs = {(r["backbone"], r.get("precision", "fp32")): r for r in map(json.loads, filter(str.strip, f))}
+        theirs = {(r["backbone"], r.get("precision", "fp32"), r.get("channels_last", False)): r
+                  for r in map(json.loads, filter(str.strip, f))}
     print(f"\ndeep-coral vs PyTorch (torchvision ImageFolder + DataLoader): {ours['device']}, "
           f"{ours['threads']} threads, batch {ours['batch_size']} + {ours['batch_size']}, lambda {ours['lambda']}")
-    head = f"{'backbone':<14} {'precision':<9} {'ours img/s':>11} {'PyTorch img/s':>14} {'ours/PyTorch':>13} " \
+    head = f"{'backbone':<14} {'precision':<9} {'layout':<13} {'ours img/s':>11} {'PyTorch img/s':>14} {'ours/PyTorch':>13} " \
            f"{'ours peak RSS':>14} {'PyTorch RSS (tree)':>19} {'PyTorch PSS (tree)':>19}"
     print(head)
     workers = None
     for b in ours["backbones"]:
         precision = b.get("precision", "fp32")
-        name, t = f"{b['backbone']:<14} {precision:<9}", theirs.get((b["backbone"], precision))
+        channels_last = b.get("channels_last", ours.get("channels_last", True))
+        layout = "channels-last" if channels_last else "contiguous"
+        name = f"{b['backbone']:<14} {precision:<9} {layout:<13}"
+        t = theirs.get((b["backbone"], precision, channels_last))
         if t is None or "skipped" in t:
             why = "not run" if t is None else t["skipped"]
             print(f"{name} {b['train']['img_per_s']:>11.1f} {'-':>14} {'-':>13} {mib(b['peak_rss_bytes']):>14}"

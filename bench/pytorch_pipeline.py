@@ -25,6 +25,7 @@ from a `deep-coral bench --json` file, so both sides measure the same thing.
 """
 
 import argparse
+import itertools
 import json
 import os
 import resource
@@ -69,6 +70,11 @@ def parse_args(argv):
         args.source = ours["data"]["source"]
         args.target = ours["data"]["target"]
         args.device = "cuda" if ours["device"].startswith("cuda") else "cpu"
+        # Each layout deep-coral measured, so that "ours / PyTorch" compares pipelines, not layouts.
+        args.layouts = list(dict.fromkeys(b.get("channels_last", ours.get("channels_last", True))
+                                          for b in ours["backbones"]))
+    else:
+        args.layouts = [args.channels_last]
     names = [n for b in (args.backbone or ALL) for n in b.split(",") if n]
     for n in names:
         if n not in ALL:
@@ -236,23 +242,23 @@ def main(argv):
                 "--warmup", str(args.warmup), "--threads", str(args.threads), "--lambda", str(args.lam),
                 "--num-workers", str(args.num_workers), "--data-root", args.data_root,
                 "--source", args.source, "--target", args.target, "--device", args.device]
-    settings += ["--channels-last"] if args.channels_last else []
-    for name in args.backbone:
-        for precision in args.precision:
-            if name not in TORCHVISION:
-                print(f"pytorch_pipeline: {name} has no torchvision model; skipped", file=sys.stderr)
-                print(json.dumps({"backbone": name, "precision": precision, "skipped": "no torchvision model"}),
-                      flush=True)
-                continue
-            print(f"pytorch_pipeline: {name} {precision}", file=sys.stderr)
-            env = dict(os.environ, DEEP_CORAL_BENCH_CHILD="1")
-            out = subprocess.run([sys.executable, __file__, "--backbone", name, "--precision", precision] + settings,
-                                 env=env, stdout=subprocess.PIPE, text=True)
-            if out.returncode != 0:
-                print(f"pytorch_pipeline: {name} {precision} failed (exit {out.returncode})", file=sys.stderr)
-                return out.returncode
-            sys.stdout.write(out.stdout)
-            sys.stdout.flush()
+    for name, precision, channels_last in itertools.product(args.backbone, args.precision, args.layouts):
+        layout = ["--channels-last"] if channels_last else []
+        if name not in TORCHVISION:
+            print(f"pytorch_pipeline: {name} has no torchvision model; skipped", file=sys.stderr)
+            print(json.dumps({"backbone": name, "precision": precision, "channels_last": channels_last,
+                              "skipped": "no torchvision model"}), flush=True)
+            continue
+        print(f"pytorch_pipeline: {name} {precision} {'channels-last' if channels_last else 'contiguous'}",
+              file=sys.stderr)
+        env = dict(os.environ, DEEP_CORAL_BENCH_CHILD="1")
+        out = subprocess.run([sys.executable, __file__, "--backbone", name, "--precision", precision]
+                             + settings + layout, env=env, stdout=subprocess.PIPE, text=True)
+        if out.returncode != 0:
+            print(f"pytorch_pipeline: {name} {precision} failed (exit {out.returncode})", file=sys.stderr)
+            return out.returncode
+        sys.stdout.write(out.stdout)
+        sys.stdout.flush()
     return 0
 
 

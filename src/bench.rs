@@ -15,9 +15,10 @@
 //!    (after handing the heap's free memory back), so each backbone's peak includes the decoded
 //!    images but not the other backbones.
 //!
-//! Each backbone is measured in each `--precision` (fp32 and bf16 by default), with the
-//! same batch, the same images and the same model built anew, so the table's bf16/fp32
-//! ratios are measured in one run, on one machine, minutes apart.
+//! Each backbone is measured in each `--precision` (fp32 and bf16 by default) and each memory
+//! layout (`--channels-last true,false`: channels-last and contiguous NCHW by default), with
+//! the same batch, the same images and the same model built anew, so the table's bf16/fp32
+//! and layout ratios are measured in one run, on one machine, minutes apart.
 //!
 //! The `TrainConfig` and `Model` are built as `train` builds them; a backbone whose weights
 //! file is not at hand keeps its random initialisation (speed does not depend on the values).
@@ -59,7 +60,9 @@ pub struct BenchOptions {
     pub data_root: PathBuf,
     pub source: String,
     pub target: String,
-    pub channels_last: bool,
+    /// Each backbone and precision is measured once per layout: channels-last (true) or
+    /// contiguous NCHW (false).
+    pub layouts: Vec<bool>,
     pub device: DeviceChoice,
     /// Whether `runtime::keep_freed_memory` is on in this process (reported, not changed).
     pub keep_freed_memory: bool,
@@ -107,6 +110,10 @@ pub struct BackboneBench {
     /// `--precision` of this measurement (absent in reports from before it: fp32).
     #[serde(default)]
     pub precision: Precision,
+    /// Channels-last (NHWC) images and convolution weights, or contiguous NCHW (absent in
+    /// reports from before layouts were compared: the report's `channels_last`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub channels_last: Option<bool>,
     /// The weights file loaded, or null for a random initialisation.
     pub weights: Option<PathBuf>,
     /// Base learning rate of the updates: training's, or 0 with random weights.
@@ -140,7 +147,10 @@ pub struct BenchReport {
     pub lambda: f64,
     pub iterations: usize,
     pub warmup: usize,
-    pub channels_last: bool,
+    /// The layout of every measurement in reports from before layouts were compared; now
+    /// each backbone entry says its own.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub channels_last: Option<bool>,
     pub keep_freed_memory: bool,
     /// False where the kernel refused to reset the peak: each backbone's peak then includes
     /// the backbones before it.
@@ -166,12 +176,15 @@ pub fn bench(opts: &BenchOptions) -> Result<BenchReport> {
     if opts.precisions.is_empty() {
         bail!("no --precision to measure");
     }
+    if opts.layouts.is_empty() {
+        bail!("no --channels-last layout to measure");
+    }
     let device = runtime::device(opts.device)?;
     for &p in &opts.precisions {
         crate::train::precision::check_supported(p, device)?;
     }
     let threads = runtime::set_threads(opts.threads)?;
-    let base = config(opts, opts.backbones[0], opts.precisions[0]);
+    let base = config(opts, opts.backbones[0], opts.precisions[0], opts.layouts[0]);
     base.validate()?;
 
     eprintln!("bench: decoding {} and {} from {}", opts.source, opts.target, opts.data_root.display());
@@ -195,8 +208,10 @@ pub fn bench(opts: &BenchOptions) -> Result<BenchReport> {
     let mut backbones = Vec::new();
     for &backbone in &opts.backbones {
         for &precision in &opts.precisions {
-            peak_rss_per_backbone &= runtime::reset_peak_rss();
-            backbones.push(bench_backbone(opts, backbone, precision, &data, device)?);
+            for &channels_last in &opts.layouts {
+                peak_rss_per_backbone &= runtime::reset_peak_rss();
+                backbones.push(bench_backbone(opts, backbone, precision, channels_last, &data, device)?);
+            }
         }
     }
     Ok(BenchReport {
@@ -206,7 +221,7 @@ pub fn bench(opts: &BenchOptions) -> Result<BenchReport> {
         lambda: opts.lambda,
         iterations: opts.iterations,
         warmup: opts.warmup,
-        channels_last: opts.channels_last,
+        channels_last: None,
         keep_freed_memory: opts.keep_freed_memory,
         peak_rss_per_backbone,
         data: data_bench,
@@ -215,7 +230,7 @@ pub fn bench(opts: &BenchOptions) -> Result<BenchReport> {
 }
 
 /// The training config of `backbone` with the benchmark's settings; the rest is `train`'s default.
-fn config(opts: &BenchOptions, backbone: Backbone, precision: Precision) -> TrainConfig {
+fn config(opts: &BenchOptions, backbone: Backbone, precision: Precision, channels_last: bool) -> TrainConfig {
     let weights = opts
         .weights
         .iter()
@@ -231,7 +246,7 @@ fn config(opts: &BenchOptions, backbone: Backbone, precision: Precision) -> Trai
         lambda: opts.lambda,
         batch_size: opts.batch_size,
         threads: opts.threads,
-        channels_last: opts.channels_last,
+        channels_last,
         device: opts.device,
         precision,
         ..TrainConfig::default()
@@ -242,24 +257,31 @@ fn bench_backbone(
     opts: &BenchOptions,
     backbone: Backbone,
     precision: Precision,
+    channels_last: bool,
     data: &Data,
     device: Device,
 ) -> Result<BackboneBench> {
-    let mut cfg = config(opts, backbone, precision);
+    let mut cfg = config(opts, backbone, precision, channels_last);
     cfg.validate()?;
     let classes = data.classes.len();
-    let (mut model, weights) = if cfg.weights.is_file() {
-        (Model::new(&cfg, classes, device)?, Some(cfg.weights.clone()))
-    } else {
+    let weights = cfg.weights.is_file().then(|| cfg.weights.clone());
+    if weights.is_none() {
         // Random weights diverge within a few steps at the training rate (NaN losses skip the
         // update); at rate 0 the update does the same arithmetic and the weights stay finite.
         cfg.lr = 0.0;
-        (Model::with_random_weights(&cfg, classes, device), None)
+    }
+    // Each measurement starts from the model `train` starts from (not from the previous
+    // measurement's updates, which a small batch can drive off within a few steps).
+    let fresh_model = |cfg: &TrainConfig| match weights {
+        Some(_) => Model::new(cfg, classes, device),
+        None => Ok(Model::with_random_weights(cfg, classes, device)),
     };
+    let mut model = fresh_model(&cfg)?;
     let what = format!(
-        "{}, {}",
+        "{}, {}, {}",
         weights.as_ref().map_or("random weights".to_string(), |p| p.display().to_string()),
-        precision.name()
+        precision.name(),
+        layout_name(channels_last)
     );
     let images = 2 * cfg.batch_size;
     let total = opts.warmup + opts.iterations;
@@ -269,10 +291,11 @@ fn bench_backbone(
     let batch = step::next_batch(data, &cfg, &model.input, &mut streams, device);
     let limit = time(opts, images, device, |it| finite(step::update(&mut model, &cfg, &batch, it)?))?;
 
-    let mut train_at = |cfg: &TrainConfig| -> Result<Timing> {
+    let train_at = |cfg: &TrainConfig| -> Result<Timing> {
         let how = if cfg.prefetch { "batches made ahead" } else { "batches made inline" };
         eprintln!("bench {backbone} ({what}): the loop at lambda {}, {how}, {total} iterations", cfg.lambda);
         let cfg = &TrainConfig { iterations: total, ..cfg.clone() };
+        let mut model = fresh_model(cfg)?;
         let mut streams = Streams::fresh(cfg, data);
         std::thread::scope(|scope| {
             let mut feed = Feed::start(scope, data, cfg, model.input, &streams, 0, device);
@@ -288,6 +311,7 @@ fn bench_backbone(
     Ok(BackboneBench {
         backbone,
         precision,
+        channels_last: Some(channels_last),
         weights,
         lr: cfg.lr,
         limit,
@@ -337,19 +361,27 @@ fn mib(bytes: Option<u64>) -> String {
     bytes.map_or("-".into(), |b| format!("{:.0} MiB", b as f64 / (1u64 << 20) as f64))
 }
 
+/// "channels-last" or "contiguous".
+fn layout_name(channels_last: bool) -> &'static str {
+    if channels_last {
+        "channels-last"
+    } else {
+        "contiguous"
+    }
+}
+
+/// The layout of a measurement: its own, or the report's in reports from before layouts were
+/// compared (channels-last, the default then).
+fn layout_of(r: &BenchReport, b: &BackboneBench) -> bool {
+    b.channels_last.or(r.channels_last).unwrap_or(true)
+}
+
 /// The report as the text table `bench` prints.
 pub fn table(r: &BenchReport) -> String {
     let d = &r.data;
     let mut s = format!(
-        "deep-coral bench: {}, {} threads, batch {} source + {} target, lambda {}, {}, {} timed iterations after {} warm-up\n",
-        r.device,
-        r.threads,
-        r.batch_size,
-        r.batch_size,
-        r.lambda,
-        if r.channels_last { "channels-last" } else { "contiguous (NCHW)" },
-        r.iterations,
-        r.warmup
+        "deep-coral bench: {}, {} threads, batch {} source + {} target, lambda {}, {} timed iterations after {} warm-up\n",
+        r.device, r.threads, r.batch_size, r.batch_size, r.lambda, r.iterations, r.warmup
     );
     s += &format!(
         "allocator: freed memory {} (runtime::keep_freed_memory; DEEP_CORAL_RELEASE_MEMORY=1 turns it off)\n",
@@ -366,9 +398,10 @@ pub fn table(r: &BenchReport) -> String {
         mib(d.peak_rss_bytes)
     );
     s += &format!(
-        "{:<14} {:<9} {:<10} {:>12} {:>12} {:>12} {:>14} {:>16} {:>16} {:>14} {:>10}\n",
+        "{:<14} {:<9} {:<13} {:<10} {:>12} {:>12} {:>12} {:>13} {:>13} {:>16} {:>14} {:>10}\n",
         "backbone",
         "precision",
+        "layout",
         "weights",
         "limit img/s",
         "train img/s",
@@ -383,9 +416,10 @@ pub fn table(r: &BenchReport) -> String {
         let inline = b.train_inline.map(|t| t.img_per_s);
         let opt = |x: Option<f64>| x.map_or("-".to_string(), |x| format!("{x:.2}"));
         s += &format!(
-            "{:<14} {:<9} {:<10} {:>12.1} {:>12.1} {:>12.2} {:>14} {:>16} {:>16.1} {:>14.2} {:>10}\n",
+            "{:<14} {:<9} {:<13} {:<10} {:>12.1} {:>12.1} {:>12.2} {:>13} {:>13} {:>16.1} {:>14.2} {:>10}\n",
             b.backbone.name(),
             b.precision.name(),
+            layout_name(layout_of(r, b)),
             if b.weights.is_some() { "pretrained" } else { "random" },
             b.limit.img_per_s,
             b.train.img_per_s,
@@ -398,6 +432,7 @@ pub fn table(r: &BenchReport) -> String {
         );
     }
     s += &precision_ratios(r);
+    s += &layout_ratios(r);
     s += "\nimg/s counts source + target images. limit: train::update (forward both branches, class + \
           lambda * CORAL, backward, SGD) on one batch already in tensors. train: the loop's iteration on the \
           decoded images (sampling, crops, mirrors, tensors made one iteration ahead on a second thread, then \
@@ -414,23 +449,35 @@ pub fn table(r: &BenchReport) -> String {
     s
 }
 
-/// bf16 against fp32 per backbone measured in both: speed ratios and memory, in this run.
+/// The measurement of `backbone` in `precision` and layout `channels_last`, if there is one.
+fn find<'r>(
+    r: &'r BenchReport,
+    backbone: Backbone,
+    precision: Precision,
+    channels_last: bool,
+) -> Option<&'r BackboneBench> {
+    r.backbones.iter().find(|b| b.backbone == backbone && b.precision == precision && layout_of(r, b) == channels_last)
+}
+
+/// bf16 against fp32 per backbone and layout measured in both: speed ratios and memory, in
+/// this run.
 fn precision_ratios(r: &BenchReport) -> String {
-    let find =
-        |backbone: Backbone, p: Precision| r.backbones.iter().find(|b| b.backbone == backbone && b.precision == p);
     let mut rows = String::new();
     let mut seen = Vec::new();
     for b in &r.backbones {
-        if seen.contains(&b.backbone) {
+        let key = (b.backbone, layout_of(r, b));
+        if seen.contains(&key) {
             continue;
         }
-        seen.push(b.backbone);
-        let (Some(fp32), Some(bf16)) = (find(b.backbone, Precision::Fp32), find(b.backbone, Precision::Bf16)) else {
+        seen.push(key);
+        let (Some(fp32), Some(bf16)) = (find(r, key.0, Precision::Fp32, key.1), find(r, key.0, Precision::Bf16, key.1))
+        else {
             continue;
         };
         rows += &format!(
-            "{:<14} {:>18.2} {:>18.2} {:>18.2} {:>22}\n",
+            "{:<14} {:<13} {:>18.2} {:>18.2} {:>18.2} {:>22}\n",
             b.backbone.name(),
+            layout_name(key.1),
             bf16.limit.img_per_s / fp32.limit.img_per_s,
             bf16.train.img_per_s / fp32.train.img_per_s,
             bf16.train_lambda0.img_per_s / fp32.train_lambda0.img_per_s,
@@ -441,8 +488,41 @@ fn precision_ratios(r: &BenchReport) -> String {
         return rows;
     }
     format!(
-        "\nbf16 / fp32 (img/s ratios; the same run, batch and images):\n{:<14} {:>18} {:>18} {:>18} {:>22}\n{rows}",
-        "backbone", "limit bf16/fp32", "train bf16/fp32", "train λ=0 bf16/fp32", "peak RSS bf16 / fp32"
+        "\nbf16 / fp32 (img/s ratios; the same run, batch and images):\n{:<14} {:<13} {:>18} {:>18} {:>18} {:>22}\n{rows}",
+        "backbone", "layout", "limit bf16/fp32", "train bf16/fp32", "train λ=0 bf16/fp32", "peak RSS bf16 / fp32"
+    )
+}
+
+/// Channels-last against contiguous per backbone and precision measured in both, and which
+/// is faster for the full iteration.
+fn layout_ratios(r: &BenchReport) -> String {
+    let mut rows = String::new();
+    let mut seen = Vec::new();
+    for b in &r.backbones {
+        let key = (b.backbone, b.precision);
+        if seen.contains(&key) {
+            continue;
+        }
+        seen.push(key);
+        let (Some(cl), Some(nchw)) = (find(r, key.0, key.1, true), find(r, key.0, key.1, false)) else {
+            continue;
+        };
+        let train = cl.train.img_per_s / nchw.train.img_per_s;
+        rows += &format!(
+            "{:<14} {:<9} {:>22.2} {:>22.2} {:>10}\n",
+            b.backbone.name(),
+            b.precision.name(),
+            cl.limit.img_per_s / nchw.limit.img_per_s,
+            train,
+            layout_name(train >= 1.0),
+        );
+    }
+    if rows.is_empty() {
+        return rows;
+    }
+    format!(
+        "\nchannels-last / contiguous (img/s ratios; the same run, batch and images):\n{:<14} {:<9} {:>22} {:>22} {:>10}\n{rows}",
+        "backbone", "precision", "limit last/contiguous", "train last/contiguous", "faster"
     )
 }
 

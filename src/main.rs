@@ -309,9 +309,10 @@ struct BenchArgs {
     /// Target domain.
     #[arg(long, default_value = "webcam")]
     target: String,
-    /// Channels-last (NHWC) images and conv weights, as training does by default.
-    #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
-    channels_last: bool,
+    /// Memory layouts to measure, each backbone and precision once per value: true =
+    /// channels-last (NHWC) images and conv weights, training's default; false = contiguous NCHW.
+    #[arg(long = "channels-last", value_delimiter = ',', default_values_t = [true, false], action = clap::ArgAction::Set)]
+    layouts: Vec<bool>,
     #[arg(long, value_enum, default_value_t = DeviceChoice::Auto)]
     device: DeviceChoice,
     /// Also write the numbers to this JSON file.
@@ -631,7 +632,7 @@ fn dispatch(cli: Cli, keep_freed_memory: bool) -> Result<ExitCode> {
                 data_root: a.data_root,
                 source: a.source,
                 target: a.target,
-                channels_last: a.channels_last,
+                layouts: a.layouts,
                 device: a.device,
                 keep_freed_memory,
             };

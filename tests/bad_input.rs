@@ -268,7 +268,7 @@ fn bad_specs_fail_before_any_run() {
     assert_has(&err, &["key `seeds[1]`", "invalid type"]);
 
     let err = sweep_fails(tmp.path(), &with(&|v| v["transfers"][0]["lambdas"] = serde_json::json!([0, -1])));
-    assert_has(&err, &["transfer src->tgt (transfers[0]), lambda -1", "lambda must be a finite number >= 0"]);
+    assert_has(&err, &["transfer src->tgt coral (transfers[0]), lambda -1", "lambda must be a finite number >= 0"]);
 
     let err = sweep_fails(
         tmp.path(),

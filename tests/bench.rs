@@ -1,5 +1,5 @@
 //! `deep-coral bench` end to end on the shared data: one tiny SqueezeNet measurement in both
-//! precisions, checked for the shape of its JSON only (no speed is asserted: the numbers are
+//! precisions and both layouts, checked for the shape of its JSON only (no speed is asserted: the numbers are
 //! read by people).
 
 mod common;
@@ -30,24 +30,32 @@ fn bench_writes_every_number() {
         positive(&r, p);
     }
     assert_eq!((r["batch_size"].as_u64(), r["warmup"].as_u64()), (Some(2), Some(0)));
-    assert!(r["channels_last"].is_boolean() && r["keep_freed_memory"].is_boolean(), "{r}");
+    assert!(r["keep_freed_memory"].is_boolean(), "{r}");
     for p in ["/images", "/bytes", "/build_s", "/decode_img_per_s", "/peak_rss_bytes"] {
         positive(&r["data"], p);
     }
     assert_eq!(r["data"]["images"], 958 + 295, "amazon + webcam");
     let backbones = r["backbones"].as_array().unwrap();
-    assert_eq!(backbones.len(), 2, "fp32 and bf16 by default");
-    let precisions: Vec<_> = backbones.iter().map(|b| b["precision"].as_str().unwrap()).collect();
-    assert_eq!(precisions, ["fp32", "bf16"]);
+    assert_eq!(backbones.len(), 4, "fp32 and bf16, channels-last and contiguous by default");
+    let cells: Vec<_> =
+        backbones.iter().map(|b| (b["precision"].as_str().unwrap(), b["channels_last"].as_bool().unwrap())).collect();
+    assert_eq!(cells, [("fp32", true), ("fp32", false), ("bf16", true), ("bf16", false)]);
     for b in backbones {
         check_backbone(b, positive);
     }
     let table = String::from_utf8_lossy(&out.stdout);
     assert!(
-        table.contains("squeezenet1_1") && table.contains("pretrained") && table.contains("limit img/s"),
+        table.contains("squeezenet1_1")
+            && table.contains("pretrained")
+            && table.contains("limit img/s")
+            && table.contains("ahead/inline"),
         "{table}"
     );
     assert!(table.contains("bf16 / fp32") && table.contains("train bf16/fp32"), "no precision ratios: {table}");
+    assert!(
+        table.contains("channels-last / contiguous") && table.contains("train last/contiguous"),
+        "no layout ratios: {table}"
+    );
 }
 
 fn check_backbone(b: &Value, positive: impl Fn(&Value, &str)) {
@@ -61,6 +69,8 @@ fn check_backbone(b: &Value, positive: impl Fn(&Value, &str)) {
         "/train/img_per_s",
         "/train_lambda0/s_per_iter",
         "/train_lambda0/img_per_s",
+        "/train_inline/s_per_iter",
+        "/train_inline/img_per_s",
         "/train_over_limit",
         "/lambda0_over_lambda_time",
         "/peak_rss_bytes",
