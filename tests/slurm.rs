@@ -56,6 +56,11 @@ impl Cluster {
     /// The cluster, or None (test skipped, reason printed) where Slurm is not installed and CI
     /// is not set.
     fn start() -> Option<Cluster> {
+        Cluster::start_with(&[])
+    }
+
+    /// The cluster with `scripts/slurm/cluster.sh`'s knobs (`SLURM_TEST_MIN_JOB_AGE`) set.
+    fn start_with(env: &[(&str, &str)]) -> Option<Cluster> {
         if let Some(why) = missing_slurm() {
             if std::env::var_os("CI").is_some() {
                 panic!("CI is set but the Slurm tests cannot run: {why}");
@@ -73,7 +78,7 @@ impl Cluster {
             assert!(mode & 0o001 != 0, "{} is not world-executable (mode {mode:o}): munged refuses it", d.display());
             dir = d.parent();
         }
-        let out = Command::new("bash").arg(cluster_sh()).arg("start").arg(tmp.path()).output().unwrap();
+        let out = Command::new("bash").arg(cluster_sh()).arg("start").arg(tmp.path()).envs(env.iter().copied()).output().unwrap();
         let mut cluster = Cluster { _turn: turn, conf: PathBuf::new(), tmp, stopped: false };
         assert!(out.status.success(), "cluster.sh start failed:\n{}", stderr(&out));
         let stdout = String::from_utf8_lossy(&out.stdout);
@@ -103,6 +108,11 @@ impl Cluster {
         let mut c = bin();
         c.env("SLURM_CONF", &self.conf).env("DEEP_CORAL_SLURM_POLL_SECONDS", "0.5").current_dir(self.work());
         c
+    }
+
+    /// `deep-coral sweep SPEC --out RESULTS ARGS...` on this cluster, run to its end.
+    fn sweep(&self, spec: &Path, results: &Path, args: &[&str]) -> Output {
+        self.deep_coral().arg("sweep").arg(spec).arg("--out").arg(results).args(args).output().unwrap()
     }
 
     fn text(&self, program: &str, args: &[&str]) -> String {
@@ -182,6 +192,13 @@ fn write_spec(
         spec["slurm"] = s;
     }
     std::fs::write(path, serde_json::to_string_pretty(&spec).unwrap()).unwrap();
+}
+
+/// `out`'s text, after checking that it succeeded.
+fn ok(out: Output) -> String {
+    let text = out_text(&out);
+    assert!(out.status.success(), "{text}");
+    text
 }
 
 fn out_text(out: &Output) -> String {
@@ -268,15 +285,7 @@ fn a_slurm_sweep_matches_the_local_one_holds_its_throttle_and_names_its_failures
 
     let results = work.join("results");
     let exp = results.join("exp");
-    let out = cluster
-        .deep_coral()
-        .arg("sweep")
-        .arg(&spec)
-        .arg("--out")
-        .arg(&results)
-        .args(["--launcher", "slurm", "--max-parallel", "2"])
-        .output()
-        .unwrap();
+    let out = cluster.sweep(&spec, &results, &["--launcher", "slurm", "--max-parallel", "2"]);
     let text = out_text(&out);
     assert!(out.status.success(), "{text}");
     let subs = submissions(&exp);
@@ -284,32 +293,31 @@ fn a_slurm_sweep_matches_the_local_one_holds_its_throttle_and_names_its_failures
     let job = subs[0].0.clone();
     assert!(text.contains(&format!("as Slurm job array {job}")) && text.contains("at most 2 at once"), "{text}");
     assert!(text.contains(&exp.join("slurm").display().to_string()) && text.contains("train.log"), "{text}");
+    // The commands it prints can be pasted as they are: they name the spec and --out.
+    let base = format!("deep-coral sweep {} --out {}", spec.display(), results.display());
+    for c in ["--status", "--wait", "--cancel"] {
+        assert!(text.contains(&format!("{base} {c}")), "{c} in {text}");
+    }
+    // The job is named for the experiment (squeue shows the name's first characters).
+    assert_eq!(cluster.text("squeue", &["-h", "-j", &job, "-o", "%j"]).lines().next().map(str::trim), Some("exp"));
     let dirs = runs(&results, &spec);
     assert_eq!(subs[0].1, dirs, "array index -> run folder, in grid order");
     let watch = RunningWatch::new(&cluster, &job);
 
     // A second sweep while the array is queued and running submits nothing.
-    let out = cluster
-        .deep_coral()
-        .arg("sweep")
-        .arg(&spec)
-        .arg("--out")
-        .arg(&results)
-        .args(["--launcher", "slurm", "--max-parallel", "2"])
-        .output()
-        .unwrap();
+    let out = cluster.sweep(&spec, &results, &["--launcher", "slurm", "--max-parallel", "2"]);
     let again = out_text(&out);
     assert!(out.status.success(), "{again}");
     assert!(again.contains("nothing to submit"), "{again}");
-    assert!(
-        again.contains(&format!("already pending or running in Slurm job {job}"))
-            || again.contains("in use by process"),
-        "{again}"
-    );
+    assert!(again.contains(&format!("already pending or running in Slurm job {job}")), "{again}");
+    // One tally: nothing launched, nothing skipped; the runs on the cluster counted as such.
+    let tally = again.lines().find(|l| l.starts_with("exp: 6 runs:")).unwrap_or_else(|| panic!("{again}"));
+    assert!(tally.contains(" 0 launched, 0 failed, ") && tally.ends_with("already pending or running on Slurm"), "{tally}");
+    assert!(!tally.contains("skipped"), "{tally}");
     assert_eq!(submissions(&exp).len(), 1, "{again}");
 
     // --wait: until the array has finished, then the failed runs with exit code and logs.
-    let out = cluster.deep_coral().arg("sweep").arg(&spec).arg("--out").arg(&results).arg("--wait").output().unwrap();
+    let out = cluster.sweep(&spec, &results, &["--wait"]);
     let waited = out_text(&out);
     assert_eq!(out.status.code(), Some(1), "{waited}");
     let most = watch.most();
@@ -322,6 +330,10 @@ fn a_slurm_sweep_matches_the_local_one_holds_its_throttle_and_names_its_failures
         assert!(std::fs::read_to_string(d.join("train.log")).unwrap().contains("corrupt"), "the log says why");
     }
     assert!(waited.contains("exit code 1 (FAILED)"), "{waited}");
+    // Not on a terminal: a line per change of state, and the final tally of the whole grid.
+    assert!(waited.lines().any(|l| l.starts_with("running    ") || l.starts_with("pending    ")), "{waited}");
+    assert!(waited.contains("exp: 6 runs: 4 done, 2 failed"), "{waited}");
+    assert!(waited.contains(&format!("`{base} --launcher slurm --max-parallel 2` submits them again")), "{waited}");
     assert!(cluster.tasks(&job).iter().all(|(_, state, _)| state == "COMPLETED" || state == "FAILED"));
 
     // Every good run is done, with the local launcher's metrics.csv (all but elapsed_s).
@@ -332,15 +344,20 @@ fn a_slurm_sweep_matches_the_local_one_holds_its_throttle_and_names_its_failures
         let log = std::fs::read_to_string(d.join("train.log")).unwrap();
         assert!(log.contains("==== deep-coral sweep") && log.contains(&format!("==== Slurm job {job}_")), "{log}");
     }
+    // Each task output has a link beside it that names its run.
+    let (i, d) = dirs.iter().enumerate().last().unwrap();
+    let label = d.strip_prefix(&exp).unwrap().display().to_string().replace('/', "-");
+    let link = exp.join(format!("slurm/{job}_{i}.{label}.out"));
+    assert_eq!(std::fs::read_link(&link).unwrap(), PathBuf::from(format!("{job}_{i}.out")), "{}", link.display());
 
     // --status: done, and failed with exit code and log path.
-    let out = cluster.deep_coral().arg("sweep").arg(&spec).arg("--out").arg(&results).arg("--status").output().unwrap();
+    let out = cluster.sweep(&spec, &results, &["--status"]);
     let status = String::from_utf8_lossy(&out.stdout).into_owned();
-    assert!(out.status.success(), "{}", out_text(&out));
+    assert_eq!(out.status.code(), Some(1), "failed runs: {}", out_text(&out));
     for d in &dirs {
         let line = status_line(&status, d);
         if bad.contains(&d) {
-            assert!(line.starts_with("failed") && line.contains("exit code 1"), "{line}");
+            assert!(line.starts_with("failed") && line.contains("exit code 1") && line.contains("run.json"), "{line}");
             assert!(line.contains(&d.join("train.log").display().to_string()) && line.contains(".out"), "{line}");
         } else {
             assert!(line.starts_with("done"), "{line}");
@@ -348,23 +365,22 @@ fn a_slurm_sweep_matches_the_local_one_holds_its_throttle_and_names_its_failures
     }
     assert!(status.contains("exp: 6 runs: 4 done, 2 failed"), "{status}");
 
-    // The sweep again: only the two failed runs go again, and it says so.
-    let out = cluster
-        .deep_coral()
-        .arg("sweep")
-        .arg(&spec)
-        .arg("--out")
-        .arg(&results)
-        .args(["--launcher", "slurm", "--wait"])
-        .output()
-        .unwrap();
+    // The sweep again, without flags: only the two failed runs go again, and it says so, with
+    // the settings the first array was submitted with; --wait ends with the grid's tally.
+    let out = cluster.sweep(&spec, &results, &["--launcher", "slurm", "--wait"]);
     let retry = out_text(&out);
     assert_eq!(out.status.code(), Some(1), "{retry}");
-    assert!(retry.contains("submitting again 2 runs that failed or were cancelled"), "{retry}");
+    assert!(retry.contains("submitting again 2 runs that failed, were cancelled or were lost"), "{retry}");
+    assert!(retry.contains(&format!("those Slurm job {job} was submitted with (--max-parallel 2)")), "{retry}");
+    let record: Value = serde_json::from_str(&std::fs::read_to_string(exp.join("slurm/submissions.json")).unwrap()).unwrap();
+    assert!(record["submissions"][1]["sbatch"].as_array().unwrap().contains(&json!("--array=0-1%2")), "{record}");
+    assert_eq!(record["submissions"][1]["flags"], json!({"max_parallel": 2}));
     let subs = submissions(&exp);
     assert_eq!(subs.len(), 2);
     assert_eq!(subs[1].1, bad.iter().map(|d| d.to_path_buf()).collect::<Vec<_>>());
-    assert!(retry.contains("2 of 2 runs of exp failed"), "{retry}");
+    assert!(retry.contains("2 of 6 runs of exp did not finish"), "{retry}");
+    let last = retry.lines().filter(|l| l.starts_with("exp: 6 runs:")).last().unwrap_or_else(|| panic!("{retry}"));
+    assert!(last.starts_with("exp: 6 runs: 4 done, 2 failed (Slurm jobs "), "the final tally last: {last}");
     eprintln!("slurm sweep test: {:.1} s", t0.elapsed().as_secs_f64());
     cluster.stop();
 }
@@ -382,7 +398,7 @@ fn usr1_checkpoints_requeues_and_the_run_resumes_to_the_uninterrupted_metrics() 
     run_ok(bin().arg("sweep").arg(&spec).arg("--out").arg(&reference));
 
     let results = work.join("results");
-    run_ok(cluster.deep_coral().arg("sweep").arg(&spec).arg("--out").arg(&results).args(["--launcher", "slurm"]));
+    ok(cluster.sweep(&spec, &results, &["--launcher", "slurm"]));
     let exp = results.join("one");
     let job = submissions(&exp)[0].0.clone();
     let dir = runs(&results, &spec).remove(0);
@@ -391,7 +407,7 @@ fn usr1_checkpoints_requeues_and_the_run_resumes_to_the_uninterrupted_metrics() 
     let out = cluster.cmd("scancel").args(["--signal=USR1", "--batch", &format!("{job}_0")]).output().unwrap();
     assert!(out.status.success(), "{}", stderr(&out));
     wait_for(60, "the task to requeue", || cluster.tasks(&job).first().is_some_and(|t| t.2 == 1));
-    let out = cluster.deep_coral().arg("sweep").arg(&spec).arg("--out").arg(&results).arg("--wait").output().unwrap();
+    let out = cluster.sweep(&spec, &results, &["--wait"]);
     assert!(out.status.success(), "{}", out_text(&out));
 
     assert_eq!(RunState::read(&dir), RunState::Done);
@@ -406,18 +422,21 @@ fn usr1_checkpoints_requeues_and_the_run_resumes_to_the_uninterrupted_metrics() 
     assert!(task_out.contains("restart 0 of at most 3") && task_out.contains("restart 1 of at most 3"), "{task_out}");
     assert_eq!(cluster.tasks(&job), vec![(0, "COMPLETED".to_string(), 1)]);
 
-    // After completion a sweep submits nothing.
-    let out = cluster
-        .deep_coral()
-        .arg("sweep")
-        .arg(&spec)
-        .arg("--out")
-        .arg(&results)
-        .args(["--launcher", "slurm"])
-        .output()
-        .unwrap();
+    // After completion a sweep submits nothing, and asks sbatch nothing (not even --test-only:
+    // an sbatch that fails, first on PATH, is never run).
+    let fake = work.join("fake-bin");
+    std::fs::create_dir_all(&fake).unwrap();
+    let called = work.join("sbatch-called");
+    std::fs::write(fake.join("sbatch"), format!("#!/bin/sh\ntouch {}\nexit 1\n", called.display())).unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(fake.join("sbatch"), std::fs::Permissions::from_mode(0o755)).unwrap();
+    let path = format!("{}:{}", fake.display(), std::env::var("PATH").unwrap_or_default());
+    let out = cluster.deep_coral().env("PATH", path).arg("sweep").arg(&spec).arg("--out").arg(&results).args(["--launcher", "slurm"]).output().unwrap();
     let again = out_text(&out);
     assert!(out.status.success() && again.contains("nothing to submit"), "{again}");
+    assert!(!called.exists(), "sbatch was run: {again}");
+    let out = cluster.sweep(&spec, &results, &["--status"]);
+    assert_eq!(out.status.code(), Some(0), "every run done: {}", out_text(&out));
     assert_eq!(submissions(&exp).len(), 1);
     eprintln!("slurm requeue test: {:.1} s", t0.elapsed().as_secs_f64());
     cluster.stop();
@@ -445,12 +464,21 @@ fn cancel_stops_only_this_sweeps_array_and_marks_no_unfinished_run_done() {
     let other = cluster.text("sbatch", &["--parsable", "--wrap", "sleep 300", "-o", "/dev/null"]).trim().to_string();
 
     let results = work.join("results");
-    run_ok(cluster.deep_coral().arg("sweep").arg(&spec).arg("--out").arg(&results).args(["--launcher", "slurm"]));
+    ok(cluster.sweep(&spec, &results, &["--launcher", "slurm"]));
     let exp = results.join("cx");
     let job = submissions(&exp)[0].0.clone();
     let dirs = runs(&results, &spec);
     wait_for(120, "the first run to log 2 rows", || rows_so_far(&dirs[0]) >= 2);
     assert_eq!(cluster.running(&job), 1, "max_parallel 1 from the spec's slurm block");
+
+    // A local sweep refuses the runs the array has on the cluster, naming them.
+    let out = bin().arg("sweep").arg(&spec).arg("--out").arg(&results).env("SLURM_CONF", &cluster.conf).current_dir(cluster.work()).output().unwrap();
+    let text = out_text(&out);
+    assert_eq!(out.status.code(), Some(1), "{text}");
+    assert!(text.contains("2 runs of cx are pending or running on Slurm"), "{text}");
+    for (i, d) in dirs.iter().enumerate() {
+        assert!(text.contains(&format!("{} (Slurm job {job}_{i})", d.display())), "{text}");
+    }
 
     // Ctrl-C on --wait stops the waiting, not the jobs.
     let waiting = cluster
@@ -471,7 +499,7 @@ fn cancel_stops_only_this_sweeps_array_and_marks_no_unfinished_run_done() {
     assert!(text.contains("stopped waiting; the Slurm jobs go on") && text.contains("--cancel"), "{text}");
     assert_eq!(cluster.running(&job), 1, "the job still runs");
 
-    let out = cluster.deep_coral().arg("sweep").arg(&spec).arg("--out").arg(&results).arg("--cancel").output().unwrap();
+    let out = cluster.sweep(&spec, &results, &["--cancel"]);
     let text = out_text(&out);
     assert!(out.status.success(), "{text}");
     assert!(text.contains(&format!("cancelled Slurm job {job} (2 runs pending or running)")), "{text}");
@@ -492,24 +520,18 @@ fn cancel_stops_only_this_sweeps_array_and_marks_no_unfinished_run_done() {
     let log = std::fs::read_to_string(dirs[0].join("train.log")).unwrap();
     assert!(log.contains("not requeued"), "{log}");
     assert_ne!(RunState::read(&dirs[1]), RunState::Done);
-    let out = cluster.deep_coral().arg("sweep").arg(&spec).arg("--out").arg(&results).arg("--status").output().unwrap();
+    let out = cluster.sweep(&spec, &results, &["--status"]);
     let status = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert_eq!(out.status.code(), Some(1), "cancelled runs: {status}");
     for d in &dirs {
         assert!(status_line(&status, d).starts_with("cancelled"), "{status}");
     }
     // A dry run shows both would go again.
-    let out = cluster
-        .deep_coral()
-        .arg("sweep")
-        .arg(&spec)
-        .arg("--out")
-        .arg(&results)
-        .args(["--launcher", "slurm", "--dry-run"])
-        .output()
-        .unwrap();
+    let out = cluster.sweep(&spec, &results, &["--launcher", "slurm", "--dry-run"]);
     let text = out_text(&out);
     assert!(
-        text.contains("submitting again 2 runs that failed or were cancelled") && text.contains("would submit 2 runs"),
+        text.contains("submitting again 2 runs that failed, were cancelled or were lost")
+            && text.contains("would submit 2 runs"),
         "{text}"
     );
     assert_eq!(submissions(&exp).len(), 1);
@@ -542,6 +564,55 @@ fn an_unknown_partition_or_a_refused_sbatch_argument_is_named_and_nothing_is_wri
     assert!(e.contains("sbatch refused") && e.contains("gres"), "a node without GPUs: {e}");
     assert!(!results.exists(), "nothing written: {:?}", files_under(&results));
     assert!(cluster.text("squeue", &["-h"]).trim().is_empty(), "nothing submitted");
+    cluster.stop();
+}
+
+#[test]
+fn a_task_slurm_has_forgotten_is_lost_and_neither_wait_nor_status_passes_it() {
+    // Ended jobs are forgotten 5 s after they end (slurmctld purges about once a minute).
+    let Some(cluster) = Cluster::start_with(&[("SLURM_TEST_MIN_JOB_AGE", "5")]) else { return };
+    let t0 = Instant::now();
+    let work = cluster.work();
+    let data = domains(&work);
+    let spec = work.join("lost.json");
+    write_spec(&spec, "lost", &data, json!([{"source": "src", "target": "tgt", "lambdas": [1]}]), &[1], 400, 4, None);
+    let results = work.join("results");
+    ok(cluster.sweep(&spec, &results, &["--launcher", "slurm"]));
+    let job = submissions(&results.join("lost"))[0].0.clone();
+    let dir = runs(&results, &spec).remove(0);
+    wait_for(120, "the run to log 2 rows", || rows_so_far(&dir) >= 2);
+    // As the kernel's OOM killer would: SIGKILL to the task and its train, no word to anyone.
+    let pids = Command::new("pgrep").arg("-f").arg(&dir).output().unwrap();
+    let pids: Vec<i32> = String::from_utf8_lossy(&pids.stdout).lines().filter_map(|l| l.trim().parse().ok()).collect();
+    assert!(!pids.is_empty(), "the task and its train");
+    for pid in pids {
+        unsafe { libc::kill(pid, libc::SIGKILL) };
+    }
+    wait_for(150, "Slurm to forget the job", || {
+        !cluster.cmd("scontrol").args(["-o", "show", "job", &job]).output().unwrap().status.success()
+    });
+    assert!(std::fs::read_to_string(dir.join("run.json")).unwrap().contains("\"running\""));
+
+    let out = cluster.sweep(&spec, &results, &["--status"]);
+    let status = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert_eq!(out.status.code(), Some(1), "{}", out_text(&out));
+    let line = status_line(&status, &dir);
+    assert!(line.starts_with("lost") && line.contains("no longer on the cluster"), "{line}");
+    assert!(line.contains("no accounting") || line.contains("sacct"), "what accounting says, or that there is none: {line}");
+    assert!(line.contains("run.json \"running\"") && line.contains(&dir.join("train.log").display().to_string()), "{line}");
+    assert!(status.contains("lost: 1 runs: 1 lost"), "{status}");
+
+    let out = cluster.sweep(&spec, &results, &["--wait"]);
+    let waited = out_text(&out);
+    assert_eq!(out.status.code(), Some(1), "--wait never passes a run that did not finish: {waited}");
+    assert!(waited.contains("1 of 1 runs of lost did not finish") && waited.contains("lost: 1 runs: 1 lost"), "{waited}");
+    assert!(waited.contains(&format!("lost {}", dir.display())) && waited.contains("run.json \"running\""), "{waited}");
+
+    // The next sweep submits it again, saying why.
+    let out = cluster.sweep(&spec, &results, &["--launcher", "slurm", "--dry-run"]);
+    let text = out_text(&out);
+    assert!(text.contains("submitting again 1 runs") && text.contains(&format!("Slurm job {job}_0 lost")), "{text}");
+    eprintln!("slurm lost-task test: {:.1} s", t0.elapsed().as_secs_f64());
     cluster.stop();
 }
 
@@ -647,7 +718,12 @@ fn a_dry_run_prints_the_sbatch_command_and_its_script() {
         assert!(text.contains(x), "{x} in {text}");
     }
     let first = runs(&results, &spec).remove(0);
-    assert!(text.contains(&format!("0) run={}", std::path::absolute(&first).unwrap().display())), "{text}");
+    assert!(
+        text.contains(&format!("0) run={} label=src_tgt-lambda_0-seed_1 ;;", std::path::absolute(&first).unwrap().display())),
+        "{text}"
+    );
+    assert!(text.contains(r#"ln -sfn "$task.out""#) && text.contains(r#"/"$task.$label.out""#), "{text}");
+    assert!(text.contains("--job-name=s "), "the job is named for the experiment: {text}");
     assert!(!results.exists(), "a dry run writes nothing");
 }
 
@@ -682,4 +758,46 @@ fn a_task_past_its_requeue_cap_fails_saying_the_run_cannot_fit_its_time_limit() 
     assert!(std::fs::read_to_string(dir.join("run.json")).unwrap().contains("\"interrupted\""));
     assert!(dir.join("checkpoint/state.json").is_file(), "it checkpointed all the same");
     assert!(rows_so_far(&dir) < 101);
+}
+
+#[test]
+fn a_slurm_sweep_refuses_runs_that_a_local_process_has_in_use() {
+    let tmp = tempfile::tempdir().unwrap();
+    let spec = no_cluster_spec(tmp.path(), None);
+    let results = tmp.path().join("results");
+    let dir = runs(&results, &spec).remove(0);
+    std::fs::create_dir_all(&dir).unwrap();
+    let lock = deep_coral::files::RunLock::acquire(&dir).unwrap();
+    let e = run_fails(bin().arg("sweep").arg(&spec).arg("--out").arg(&results).args(["--launcher", "slurm"]), 1);
+    assert!(e.contains("in use by processes that are no Slurm task of this experiment"), "{e}");
+    assert!(e.contains(&format!("{} (in use by process {})", dir.display(), std::process::id())), "{e}");
+    assert!(!results.join("s/spec.json").exists(), "nothing written");
+    drop(lock);
+}
+
+#[test]
+fn output_into_a_pipe_closed_early_ends_quietly() {
+    let tmp = tempfile::tempdir().unwrap();
+    let spec = no_cluster_spec(tmp.path(), None);
+    let results = tmp.path().join("results");
+    for args in [&["--dry-run"][..], &["--dry-run", "--launcher", "slurm"], &["--status"]] {
+        for _ in 0..3 {
+            // As `deep-coral sweep ... | head -0`: the reader is gone before the first line.
+            let mut child = bin()
+                .arg("sweep")
+                .arg(&spec)
+                .arg("--out")
+                .arg(&results)
+                .args(args)
+                .stdout(Stdio::piped())
+                .stderr(Stdio::piped())
+                .spawn()
+                .unwrap();
+            drop(child.stdout.take());
+            let out = child.wait_with_output().unwrap();
+            let err = stderr(&out);
+            assert!(!err.contains("panicked"), "{args:?}: {err}");
+            assert!(matches!(out.status.code(), Some(0) | Some(141) | Some(75)), "{args:?}: {:?} {err}", out.status);
+        }
+    }
 }

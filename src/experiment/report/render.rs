@@ -10,7 +10,7 @@ use super::read::IncompleteRun;
 use super::stats::{
     find_group, is_baseline, without_adapted, without_baseline, Effect, GroupSummary, MissingRun, Stat, Verdict,
 };
-use super::{Lambda, Transfer};
+use super::{Lambda, DomainShift};
 use crate::config::Method;
 
 // ---------------------------------------------------------------------------------------
@@ -276,7 +276,7 @@ fn paired_table(paired: &[Paired], averages: &[Average]) -> String {
 /// (the README's headline is a verbatim copy), and the sentence that reads it.
 pub fn headline(paired: &[Paired], average: Option<&Average>, title: &str) -> String {
     let mut header = vec![String::new()];
-    let twice = |t: &Transfer| paired.iter().filter(|p| &p.transfer == t).count() > 1;
+    let twice = |t: &DomainShift| paired.iter().filter(|p| &p.transfer == t).count() > 1;
     header.extend(paired.iter().map(|p| match twice(&p.transfer) {
         true => format!("{} (λ = {})", p.transfer.label(), p.lambda),
         false => p.transfer.label(),
@@ -406,7 +406,7 @@ pub fn summary_csv(groups: &[GroupSummary]) -> String {
 #[derive(Clone, Copy)]
 pub struct ReportParts<'a> {
     pub groups: &'a [GroupSummary],
-    pub columns: &'a [Transfer],
+    pub columns: &'a [DomainShift],
     pub incomplete: &'a [IncompleteRun],
     pub missing: &'a [MissingRun],
     pub paper: Option<&'a PaperTable>,
@@ -467,12 +467,12 @@ fn intro(title: &str, paper: Option<&PaperTable>) -> String {
 struct LambdaRow {
     name: String,
     method: Method,
-    lambdas: BTreeMap<Transfer, f64>,
+    lambdas: BTreeMap<DomainShift, f64>,
 }
 
 impl LambdaRow {
     /// `λ = 0` on every column.
-    fn baseline(columns: &[Transfer]) -> Self {
+    fn baseline(columns: &[DomainShift]) -> Self {
         Self {
             name: "λ = 0".into(),
             method: Method::Coral,
@@ -481,7 +481,7 @@ impl LambdaRow {
     }
 
     /// This row's group on transfer `t`.
-    fn group<'a>(&self, groups: &'a [GroupSummary], t: &Transfer) -> Option<&'a GroupSummary> {
+    fn group<'a>(&self, groups: &'a [GroupSummary], t: &DomainShift) -> Option<&'a GroupSummary> {
         self.lambdas.get(t).and_then(|l| find_group(groups, t, self.method, *l))
     }
 }
@@ -494,7 +494,7 @@ fn adapted_rows(groups: &[GroupSummary]) -> Vec<LambdaRow> {
 
 fn method_rows(groups: &[GroupSummary], method: Method) -> Vec<LambdaRow> {
     let prefix = if method == Method::Coral { String::new() } else { format!("{} ", method.name()) };
-    let mut per_transfer: BTreeMap<Transfer, Vec<f64>> = BTreeMap::new();
+    let mut per_transfer: BTreeMap<DomainShift, Vec<f64>> = BTreeMap::new();
     for g in groups.iter().filter(|g| g.method == method && !is_baseline(g.method, g.lambda)) {
         per_transfer.entry(g.transfer.clone()).or_default().push(g.lambda);
     }
@@ -502,7 +502,7 @@ fn method_rows(groups: &[GroupSummary], method: Method) -> Vec<LambdaRow> {
         return Vec::new();
     }
     if per_transfer.values().all(|ls| ls.len() == 1) {
-        let lambdas: BTreeMap<Transfer, f64> = per_transfer.into_iter().map(|(t, ls)| (t, ls[0])).collect();
+        let lambdas: BTreeMap<DomainShift, f64> = per_transfer.into_iter().map(|(t, ls)| (t, ls[0])).collect();
         let distinct: BTreeSet<Lambda> = lambdas.values().map(|l| Lambda(*l)).collect();
         let name = match distinct.len() {
             // Evaluated methods have no lambda of their own.
@@ -557,7 +557,7 @@ fn mean_of_all(values: &[Option<f64>]) -> Option<f64> {
 }
 
 /// The header: an empty corner, the transfers, `avg`.
-fn main_header(columns: &[Transfer]) -> Vec<String> {
+fn main_header(columns: &[DomainShift]) -> Vec<String> {
     let mut header = vec![String::new()];
     header.extend(columns.iter().map(|t| t.label()));
     header.push("avg".into());
@@ -578,7 +578,7 @@ fn main_table(parts: &ReportParts<'_>) -> String {
 /// The paper's lambda per transfer, and ours where there is one adapted row.
 fn lambda_rows(parts: &ReportParts<'_>, adapted: &[LambdaRow]) -> Vec<Vec<String>> {
     let mut rows = Vec::new();
-    let lambda_row = |label: &str, lambda_of: &dyn Fn(&Transfer) -> Option<f64>| {
+    let lambda_row = |label: &str, lambda_of: &dyn Fn(&DomainShift) -> Option<f64>| {
         let mut row = vec![label.to_string()];
         row.extend(parts.columns.iter().map(|t| lambda_of(t).map_or(DASH.to_string(), |l| l.to_string())));
         row.push(String::new());
@@ -649,7 +649,7 @@ fn ours_row(parts: &ReportParts<'_>, row: &LambdaRow, measure: Measure) -> Vec<S
 }
 
 /// The paper's `method` per transfer and its average over the columns.
-fn paper_row(columns: &[Transfer], p: &PaperTable, method: &str) -> Vec<String> {
+fn paper_row(columns: &[DomainShift], p: &PaperTable, method: &str) -> Vec<String> {
     let mut cells = vec![format!("paper {method}")];
     cells.extend(columns.iter().map(|t| p.cell(method, t).map_or(DASH.to_string(), |c| fmt_paper(&c))));
     cells.push(fmt_avg(p.avg(method, columns)));
@@ -709,7 +709,7 @@ fn detail_row(g: &GroupSummary) -> Vec<String> {
 /// The runs left out: incomplete run folders, missing seeds, transfers without a baseline or
 /// an adapted run; or `None: ...`. Each part ends in a blank line.
 fn runs_not_counted(parts: &ReportParts<'_>) -> String {
-    let labels = |ts: Vec<Transfer>| -> Vec<String> { ts.iter().map(Transfer::label).collect() };
+    let labels = |ts: Vec<DomainShift>| -> Vec<String> { ts.iter().map(DomainShift::label).collect() };
     let no_baseline = labels(without_baseline(parts.groups, parts.columns));
     let no_adapted = labels(without_adapted(parts.groups, parts.columns));
     let mut md = String::new();
@@ -763,7 +763,7 @@ mod tests {
 
     fn run(source: &str, target: &str, lambda: f64, seed: u64, final_acc: f64, best_acc: f64) -> RunResult {
         RunResult {
-            transfer: Transfer::new(source, target),
+            transfer: DomainShift::new(source, target),
             method: Method::Coral,
             lambda,
             seed,
@@ -811,7 +811,7 @@ mod tests {
         assert_eq!(
             missing,
             vec![MissingRun {
-                transfer: Transfer::new("amazon", "webcam"),
+                transfer: DomainShift::new("amazon", "webcam"),
                 method: Method::Coral,
                 lambda: 0.8,
                 seed: 2
