@@ -78,7 +78,13 @@ impl Cluster {
             assert!(mode & 0o001 != 0, "{} is not world-executable (mode {mode:o}): munged refuses it", d.display());
             dir = d.parent();
         }
-        let out = Command::new("bash").arg(cluster_sh()).arg("start").arg(tmp.path()).envs(env.iter().copied()).output().unwrap();
+        let out = Command::new("bash")
+            .arg(cluster_sh())
+            .arg("start")
+            .arg(tmp.path())
+            .envs(env.iter().copied())
+            .output()
+            .unwrap();
         let mut cluster = Cluster { _turn: turn, conf: PathBuf::new(), tmp, stopped: false };
         assert!(out.status.success(), "cluster.sh start failed:\n{}", stderr(&out));
         let stdout = String::from_utf8_lossy(&out.stdout);
@@ -312,7 +318,10 @@ fn a_slurm_sweep_matches_the_local_one_holds_its_throttle_and_names_its_failures
     assert!(again.contains(&format!("already pending or running in Slurm job {job}")), "{again}");
     // One tally: nothing launched, nothing skipped; the runs on the cluster counted as such.
     let tally = again.lines().find(|l| l.starts_with("exp: 6 runs:")).unwrap_or_else(|| panic!("{again}"));
-    assert!(tally.contains(" 0 launched, 0 failed, ") && tally.ends_with("already pending or running on Slurm"), "{tally}");
+    assert!(
+        tally.contains(" 0 launched, 0 failed, ") && tally.ends_with("already pending or running on Slurm"),
+        "{tally}"
+    );
     assert!(!tally.contains("skipped"), "{tally}");
     assert_eq!(submissions(&exp).len(), 1, "{again}");
 
@@ -372,7 +381,8 @@ fn a_slurm_sweep_matches_the_local_one_holds_its_throttle_and_names_its_failures
     assert_eq!(out.status.code(), Some(1), "{retry}");
     assert!(retry.contains("submitting again 2 runs that failed, were cancelled or were lost"), "{retry}");
     assert!(retry.contains(&format!("those Slurm job {job} was submitted with (--max-parallel 2)")), "{retry}");
-    let record: Value = serde_json::from_str(&std::fs::read_to_string(exp.join("slurm/submissions.json")).unwrap()).unwrap();
+    let record: Value =
+        serde_json::from_str(&std::fs::read_to_string(exp.join("slurm/submissions.json")).unwrap()).unwrap();
     assert!(record["submissions"][1]["sbatch"].as_array().unwrap().contains(&json!("--array=0-1%2")), "{record}");
     assert_eq!(record["submissions"][1]["flags"], json!({"max_parallel": 2}));
     let subs = submissions(&exp);
@@ -407,6 +417,11 @@ fn usr1_checkpoints_requeues_and_the_run_resumes_to_the_uninterrupted_metrics() 
     let out = cluster.cmd("scancel").args(["--signal=USR1", "--batch", &format!("{job}_0")]).output().unwrap();
     assert!(out.status.success(), "{}", stderr(&out));
     wait_for(60, "the task to requeue", || cluster.tasks(&job).first().is_some_and(|t| t.2 == 1));
+    // Resumed, it is requeued once more by someone else (`scontrol requeue`, as an admin or a
+    // preemption in requeue mode would): its SIGTERM finds the job being requeued, and it says so.
+    wait_for(120, "the resumed run to log 6 rows", || rows_so_far(&dir) >= 6);
+    let out = cluster.cmd("scontrol").args(["requeue", &format!("{job}_0")]).output().unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
     let out = cluster.sweep(&spec, &results, &["--wait"]);
     assert!(out.status.success(), "{}", out_text(&out));
 
@@ -416,11 +431,13 @@ fn usr1_checkpoints_requeues_and_the_run_resumes_to_the_uninterrupted_metrics() 
     assert!(log.contains(&format!("requeued Slurm job {job}_0 (requeue 1 of at most 3)")), "{log}");
     assert!(log.contains(&format!("--out {} --resume", dir.display())), "the requeued task resumed:\n{log}");
     assert!(log.contains(&format!("==== Slurm job {job}_0, restart 1")), "{log}");
+    assert!(log.contains("stopped by SIGTERM as Slurm requeues the job") && !log.contains("not requeued"), "{log}");
+    assert!(log.contains(&format!("==== Slurm job {job}_0, restart 2")), "{log}");
     assert_eq!(assert_whole_rows(&dir), 11);
     assert_eq!(metrics_sans_elapsed(&dir), metrics_sans_elapsed(&reference.join("one/src_tgt/lambda_1/seed_1")));
     let task_out = std::fs::read_to_string(exp.join(format!("slurm/{job}_0.out"))).unwrap();
     assert!(task_out.contains("restart 0 of at most 3") && task_out.contains("restart 1 of at most 3"), "{task_out}");
-    assert_eq!(cluster.tasks(&job), vec![(0, "COMPLETED".to_string(), 1)]);
+    assert_eq!(cluster.tasks(&job), vec![(0, "COMPLETED".to_string(), 2)]);
 
     // After completion a sweep submits nothing, and asks sbatch nothing (not even --test-only:
     // an sbatch that fails, first on PATH, is never run).
@@ -431,7 +448,16 @@ fn usr1_checkpoints_requeues_and_the_run_resumes_to_the_uninterrupted_metrics() 
     use std::os::unix::fs::PermissionsExt;
     std::fs::set_permissions(fake.join("sbatch"), std::fs::Permissions::from_mode(0o755)).unwrap();
     let path = format!("{}:{}", fake.display(), std::env::var("PATH").unwrap_or_default());
-    let out = cluster.deep_coral().env("PATH", path).arg("sweep").arg(&spec).arg("--out").arg(&results).args(["--launcher", "slurm"]).output().unwrap();
+    let out = cluster
+        .deep_coral()
+        .env("PATH", path)
+        .arg("sweep")
+        .arg(&spec)
+        .arg("--out")
+        .arg(&results)
+        .args(["--launcher", "slurm"])
+        .output()
+        .unwrap();
     let again = out_text(&out);
     assert!(out.status.success() && again.contains("nothing to submit"), "{again}");
     assert!(!called.exists(), "sbatch was run: {again}");
@@ -472,7 +498,15 @@ fn cancel_stops_only_this_sweeps_array_and_marks_no_unfinished_run_done() {
     assert_eq!(cluster.running(&job), 1, "max_parallel 1 from the spec's slurm block");
 
     // A local sweep refuses the runs the array has on the cluster, naming them.
-    let out = bin().arg("sweep").arg(&spec).arg("--out").arg(&results).env("SLURM_CONF", &cluster.conf).current_dir(cluster.work()).output().unwrap();
+    let out = bin()
+        .arg("sweep")
+        .arg(&spec)
+        .arg("--out")
+        .arg(&results)
+        .env("SLURM_CONF", &cluster.conf)
+        .current_dir(cluster.work())
+        .output()
+        .unwrap();
     let text = out_text(&out);
     assert_eq!(out.status.code(), Some(1), "{text}");
     assert!(text.contains("2 runs of cx are pending or running on Slurm"), "{text}");
@@ -491,7 +525,7 @@ fn cancel_stops_only_this_sweeps_array_and_marks_no_unfinished_run_done() {
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    std::thread::sleep(Duration::from_millis(1500));
+    std::thread::sleep(Duration::from_millis(3000));
     unsafe { libc::kill(waiting.id() as i32, libc::SIGINT) };
     let out = waiting.wait_with_output().unwrap();
     let text = stderr(&out);
@@ -598,14 +632,23 @@ fn a_task_slurm_has_forgotten_is_lost_and_neither_wait_nor_status_passes_it() {
     assert_eq!(out.status.code(), Some(1), "{}", out_text(&out));
     let line = status_line(&status, &dir);
     assert!(line.starts_with("lost") && line.contains("no longer on the cluster"), "{line}");
-    assert!(line.contains("no accounting") || line.contains("sacct"), "what accounting says, or that there is none: {line}");
-    assert!(line.contains("run.json \"running\"") && line.contains(&dir.join("train.log").display().to_string()), "{line}");
+    assert!(
+        line.contains("no accounting") || line.contains("sacct"),
+        "what accounting says, or that there is none: {line}"
+    );
+    assert!(
+        line.contains("run.json \"running\"") && line.contains(&dir.join("train.log").display().to_string()),
+        "{line}"
+    );
     assert!(status.contains("lost: 1 runs: 1 lost"), "{status}");
 
     let out = cluster.sweep(&spec, &results, &["--wait"]);
     let waited = out_text(&out);
     assert_eq!(out.status.code(), Some(1), "--wait never passes a run that did not finish: {waited}");
-    assert!(waited.contains("1 of 1 runs of lost did not finish") && waited.contains("lost: 1 runs: 1 lost"), "{waited}");
+    assert!(
+        waited.contains("1 of 1 runs of lost did not finish") && waited.contains("lost: 1 runs: 1 lost"),
+        "{waited}"
+    );
     assert!(waited.contains(&format!("lost {}", dir.display())) && waited.contains("run.json \"running\""), "{waited}");
 
     // The next sweep submits it again, saying why.
@@ -638,7 +681,8 @@ fn a_missing_sbatch_is_named_and_nothing_is_written() {
     );
     assert!(e.contains("sbatch not found on PATH") && e.contains(&empty.display().to_string()), "{e}");
     assert!(!results.exists());
-    let e = run_fails(bin().env("PATH", &empty).arg("sweep").arg(&spec).arg("--out").arg(&results).arg("--status"), 0);
+    // 75: runs still to finish (all new), none failed.
+    let e = run_fails(bin().env("PATH", &empty).arg("sweep").arg(&spec).arg("--out").arg(&results).arg("--status"), 75);
     assert!(e.is_empty(), "--status without any submission needs no Slurm: {e}");
 }
 
@@ -719,7 +763,10 @@ fn a_dry_run_prints_the_sbatch_command_and_its_script() {
     }
     let first = runs(&results, &spec).remove(0);
     assert!(
-        text.contains(&format!("0) run={} label=src_tgt-lambda_0-seed_1 ;;", std::path::absolute(&first).unwrap().display())),
+        text.contains(&format!(
+            "0) run={} label=src_tgt-lambda_0-seed_1 ;;",
+            std::path::absolute(&first).unwrap().display()
+        )),
         "{text}"
     );
     assert!(text.contains(r#"ln -sfn "$task.out""#) && text.contains(r#"/"$task.$label.out""#), "{text}");

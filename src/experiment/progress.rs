@@ -42,7 +42,8 @@ pub struct RunProgress {
 impl RunProgress {
     /// Reads `dir`'s config.json and metrics.csv; None without a config.
     pub fn read(dir: &Path) -> Option<RunProgress> {
-        let config: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(dir.join("config.json")).ok()?).ok()?;
+        let config: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(dir.join("config.json")).ok()?).ok()?;
         let iterations = config.get("iterations")?.as_u64()? as usize;
         let metrics = dir.join("metrics.csv");
         let text = std::fs::read_to_string(&metrics).unwrap_or_default();
@@ -126,11 +127,8 @@ impl Progress {
             running.iter().filter_map(|d| Some((d, RunProgress::read(d)?))).collect();
         let waiting: Vec<usize> = waiting.iter().filter_map(|d| self.iterations(d)).collect();
         let mut msg = String::new();
-        let named: Vec<String> = runs
-            .iter()
-            .take(3)
-            .map(|(d, p)| format!("{} {}/{}", short_name(d), p.iteration, p.iterations))
-            .collect();
+        let named: Vec<String> =
+            runs.iter().take(3).map(|(d, p)| format!("{} {}/{}", short_name(d), p.iteration, p.iterations)).collect();
         if !named.is_empty() {
             msg += &format!(" | {}", named.join(", "));
             if runs.len() > 3 {
@@ -149,7 +147,8 @@ impl Progress {
 
 /// The last three components of a run folder: `src_tgt/lambda_1/seed_1`.
 fn short_name(dir: &Path) -> String {
-    let parts: Vec<String> = dir.components().rev().take(3).map(|c| c.as_os_str().to_string_lossy().into_owned()).collect();
+    let parts: Vec<String> =
+        dir.components().rev().take(3).map(|c| c.as_os_str().to_string_lossy().into_owned()).collect();
     parts.into_iter().rev().collect::<Vec<_>>().join("/")
 }
 
@@ -203,13 +202,9 @@ mod tests {
         assert!(msg.starts_with(" | a_b/lambda_1/seed_1 50/100, c_d/lambda_1/seed_1 0/100 | ETA "), "{msg}");
         let truth = 20.0 + 40.0 + 20.0 * 40.0; // seconds of runs left, two at once below
         let (lo, hi) = (truth / 2.0 / 1.5, truth / 2.0 * 1.5);
-        let got = eta(
-            &running.iter().map(|d| RunProgress::read(d).unwrap()).collect::<Vec<_>>(),
-            &[100; 20],
-            &[0.4, 0.4],
-            2,
-        )
-        .unwrap();
+        let got =
+            eta(&running.iter().map(|d| RunProgress::read(d).unwrap()).collect::<Vec<_>>(), &[100; 20], &[0.4, 0.4], 2)
+                .unwrap();
         assert!((lo..=hi).contains(&got), "{got} s against {} s", truth / 2.0);
     }
 }

@@ -416,7 +416,10 @@ fn refuse_runs_on_slurm(spec: &Spec, results_root: &Path, runs: &[RunSpec], stat
         ),
         Ok(_) => Ok(()),
         Err(e) => {
-            eprintln!("warning: could not ask Slurm whether runs of {} are on the cluster ({e:#}); going on", spec.name);
+            eprintln!(
+                "warning: could not ask Slurm whether runs of {} are on the cluster ({e:#}); going on",
+                spec.name
+            );
             Ok(())
         }
     }

@@ -43,11 +43,11 @@ use std::path::{Path, PathBuf};
 use anyhow::{bail, Context, Result};
 use indicatif::ProgressBar;
 
-use scheduler::{absolute, client, placements, run_with_stdin, unix_now};
 use crate::experiment::launcher::{shell_quote, Failure, Job, Launcher, Stop, Unfinished};
 use crate::experiment::run_state::RunState;
 use crate::experiment::spec::Spec;
 use crate::files::RunLock;
+use scheduler::{absolute, client, placements, run_with_stdin, unix_now};
 
 /// The sweep's command line, for the commands the messages suggest, which can be pasted as they
 /// are: `deep-coral sweep SPEC --out OUT [--data-root DIR]`, and the rest.
@@ -58,11 +58,8 @@ pub struct Commands {
 
 impl Commands {
     pub fn new(spec_file: &Path, out: &Path, data_root: Option<&Path>) -> Commands {
-        let mut base = format!(
-            "deep-coral sweep {} --out {}",
-            shell_quote(spec_file.as_os_str()),
-            shell_quote(out.as_os_str())
-        );
+        let mut base =
+            format!("deep-coral sweep {} --out {}", shell_quote(spec_file.as_os_str()), shell_quote(out.as_os_str()));
         if let Some(root) = data_root {
             base += &format!(" --data-root {}", shell_quote(root.as_os_str()));
         }
@@ -219,7 +216,11 @@ impl Slurm {
             Record::path(&self.exp_dir)
         );
         for (i, dir) in dirs.iter().enumerate() {
-            s += &format!("  {i}) run={} label={} ;;\n", shell_quote(dir.as_os_str()), shell_quote(self.label(dir).as_ref()));
+            s += &format!(
+                "  {i}) run={} label={} ;;\n",
+                shell_quote(dir.as_os_str()),
+                shell_quote(self.label(dir).as_ref())
+            );
         }
         s += "  *) echo \"deep-coral: array task '${SLURM_ARRAY_TASK_ID:-}' is not one of this sweep's\" >&2; exit 2 ;;\n";
         s += "esac\n";
@@ -293,7 +294,10 @@ impl Slurm {
             let mut record = record.clone();
             record.submissions.push(s.clone());
             record.write(&self.exp_dir).with_context(|| {
-                format!("Slurm job {} was submitted but its record could not be written; scancel {} to undo", s.job_id, s.job_id)
+                format!(
+                    "Slurm job {} was submitted but its record could not be written; scancel {} to undo",
+                    s.job_id, s.job_id
+                )
             })?;
             Ok(s)
         })();

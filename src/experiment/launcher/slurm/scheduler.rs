@@ -271,10 +271,8 @@ pub fn accounting(id: &str) -> String {
     let Some(sacct) = find_on_path("sacct") else {
         return "no accounting to ask how its task ended (sacct is not on PATH)".into();
     };
-    let out = Command::new(sacct)
-        .args(["-n", "-P", "-X", "-j", id, "-o", "State,ExitCode"])
-        .stdin(Stdio::null())
-        .output();
+    let out =
+        Command::new(sacct).args(["-n", "-P", "-X", "-j", id, "-o", "State,ExitCode"]).stdin(Stdio::null()).output();
     let out = match out {
         Ok(out) => out,
         Err(e) => return format!("no accounting to ask how its task ended (sacct: {e})"),
@@ -442,19 +440,10 @@ pub fn last_iteration(dir: &Path) -> Option<usize> {
     line.split(',').next()?.parse().ok()
 }
 
-/// What the run's run.json says: `run.json "running"`, or `no run.json`.
+/// What the run's run.json says: `run.json "running"`, or `no readable run.json`.
 pub fn recorded_status(dir: &Path) -> String {
-    #[derive(Deserialize)]
-    struct StatusOnly {
-        status: Status,
-    }
-    match std::fs::read_to_string(dir.join("run.json")) {
-        Err(_) => "no run.json".into(),
-        Ok(text) => match serde_json::from_str::<StatusOnly>(&text) {
-            Ok(r) => format!("run.json \"{}\"", r.status.name()),
-            Err(_) => "run.json unreadable".into(),
-        },
-    }
+    crate::experiment::run_state::recorded_status(dir)
+        .map_or_else(|| "no readable run.json".to_string(), |s| format!("run.json \"{}\"", s.name()))
 }
 
 /// `std::path::absolute`, falling back to the path itself.
@@ -538,7 +527,10 @@ mod tests {
     #[test]
     fn the_record_keeps_each_runs_latest_submission() {
         let record = Record {
-            submissions: vec![sub("5", &["/a", "/b", "/c"], Settings::default()), sub("9", &["/b"], Settings::default())],
+            submissions: vec![
+                sub("5", &["/a", "/b", "/c"], Settings::default()),
+                sub("9", &["/b"], Settings::default()),
+            ],
         };
         let latest = record.latest();
         assert_eq!(latest[Path::new("/a")], ("5".to_string(), 0));
@@ -562,7 +554,8 @@ mod tests {
         assert!(said.unwrap().contains("the command line's (--time 00:05:00), not those of Slurm job 5"));
         assert_eq!(record.flags_for(&mem), (mem.clone(), None));
         // Records from before flags were recorded read as submissions without flags.
-        let old = r#"{"submissions": [{"job_id": "3", "job_name": "x", "submitted_unix": 1, "runs": [], "sbatch": []}]}"#;
+        let old =
+            r#"{"submissions": [{"job_id": "3", "job_name": "x", "submitted_unix": 1, "runs": [], "sbatch": []}]}"#;
         let old: Record = serde_json::from_str(old).unwrap();
         assert!(old.submissions[0].flags.is_empty());
         assert!(!serde_json::to_string(&old).unwrap().contains("flags"));

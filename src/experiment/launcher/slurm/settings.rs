@@ -191,8 +191,11 @@ impl Settings {
             }
         }
         for (i, arg) in self.sbatch_args.iter().enumerate() {
-            let from =
-                if i < block_args.len() { format!("`slurm.sbatch_args` in spec {file}") } else { "--sbatch-arg".into() };
+            let from = if i < block_args.len() {
+                format!("`slurm.sbatch_args` in spec {file}")
+            } else {
+                "--sbatch-arg".into()
+            };
             let option = arg.split('=').next().unwrap_or_default();
             if arg.trim().is_empty() {
                 bail!("{from}: an empty argument");
@@ -240,7 +243,8 @@ impl Settings {
             }
         }
         // serde_json's map is sorted; the sbatch args read best last.
-        let (mut rest, args): (Vec<String>, Vec<String>) = flags.into_iter().partition(|f| !f.contains("--sbatch-arg="));
+        let (mut rest, args): (Vec<String>, Vec<String>) =
+            flags.into_iter().partition(|f| !f.contains("--sbatch-arg="));
         rest.extend(args);
         rest
     }

@@ -18,8 +18,8 @@ use indicatif::ProgressBar;
 use super::scheduler::{absolute, client, placements, poll_interval, recorded_status, Placement, Record, Standing};
 use super::Commands;
 use crate::experiment::launcher::{signal_name, Stop};
-use crate::experiment::spec::Spec;
 use crate::experiment::progress::{progress_bar, Progress};
+use crate::experiment::spec::Spec;
 pub use crate::train::metrics::EXIT_UNFINISHED;
 
 /// `--wait` stopped by a signal (Ctrl-C): the jobs go on. `deep-coral sweep` exits 128 + signal.
@@ -161,6 +161,20 @@ pub fn print_status(spec: &Spec, results_root: &Path) -> Result<Tally> {
 /// on the cluster, then prints the tally of the whole grid and fails naming every run that is
 /// not done (failed, cancelled, lost, or never submitted), with its run.json state and logs.
 pub fn wait(spec: &Spec, results_root: &Path, commands: &Commands) -> Result<Tally> {
+    // Caught from the start: a Ctrl-C while the grid is read stops the waiting all the same.
+    let stop = Stop::never();
+    let ids: Vec<_> = [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM]
+        .into_iter()
+        .filter_map(|sig| signal_hook::flag::register_usize(sig, stop.flag(), sig as usize).ok())
+        .collect();
+    let waited = wait_caught(spec, results_root, commands, &stop);
+    for id in ids {
+        signal_hook::low_level::unregister(id);
+    }
+    waited
+}
+
+fn wait_caught(spec: &Spec, results_root: &Path, commands: &Commands, stop: &Stop) -> Result<Tally> {
     let grid = Grid::read(spec, results_root)?;
     if grid.record.submissions.is_empty() {
         bail!(
@@ -177,16 +191,8 @@ pub fn wait(spec: &Spec, results_root: &Path, commands: &Commands) -> Result<Tal
         .map(|(_, abs, _)| abs.clone())
         .collect();
     let bar = progress_bar(grid.runs.len(), grid.runs.len() - waited.len(), true);
-    let stop = Stop::never();
-    let ids: Vec<_> = [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM]
-        .into_iter()
-        .filter_map(|sig| signal_hook::flag::register_usize(sig, stop.flag(), sig as usize).ok())
-        .collect();
     let waiting = Waiting { exp_dir: &grid.exp_dir, record: &grid.record, commands, poll: poll_interval() };
-    let ended = waiting.wait_for(&waited, &bar, &stop);
-    for id in ids {
-        signal_hook::low_level::unregister(id);
-    }
+    let ended = waiting.wait_for(&waited, &bar, stop);
     bar.finish_and_clear();
     ended?;
 
@@ -373,6 +379,9 @@ mod tests {
         assert_eq!(t(&[Standing::Done, Standing::Running(None)]).exit_code(), EXIT_UNFINISHED);
         assert_eq!(t(&[Standing::Incomplete]).exit_code(), EXIT_UNFINISHED);
         let tally = t(&[Standing::Done, Standing::Failed("x".into()), Standing::Done, Standing::New]);
-        assert_eq!(tally.line("exp", &Record::default()), "exp: 4 runs: 2 done, 1 failed, 1 new (no Slurm submissions recorded)");
+        assert_eq!(
+            tally.line("exp", &Record::default()),
+            "exp: 4 runs: 2 done, 1 failed, 1 new (no Slurm submissions recorded)"
+        );
     }
 }

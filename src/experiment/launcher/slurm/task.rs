@@ -116,10 +116,15 @@ pub fn run_task(dir: &Path, exe: &Path, max_requeues: u32) -> Result<u8> {
     // requeues the job itself (`scontrol requeue` by someone, preemption in requeue mode) the
     // task comes back on its own.
     if sig != signal_hook::consts::SIGUSR1 {
-        let state = own_state(&task_id);
+        // Slurm counts a requeue as it orders it: a count above this task's own says so (the
+        // state reads COMPLETING for a requeue and a cancel alike).
+        let (state, requeued) = match own_state(&task_id) {
+            Some((state, count)) => (Some(state), count > restarts),
+            None => (None, false),
+        };
         match state.as_deref() {
-            Some("RUNNING") => {}
-            Some(s) if s.starts_with("REQUEUE") || s == "PENDING" => {
+            Some("RUNNING") if !requeued => {}
+            Some(s) if requeued || s.starts_with("REQUEUE") || s == "PENDING" => {
                 note(
                     &mut log,
                     &format!(
@@ -180,7 +185,9 @@ pub fn run_task(dir: &Path, exe: &Path, max_requeues: u32) -> Result<u8> {
         Err(e) => {
             note(
                 &mut log,
-                &format!("stopped by {name}: {kept}, but scontrol could not be run ({e}); the next sweep resumes the run"),
+                &format!(
+                    "stopped by {name}: {kept}, but scontrol could not be run ({e}); the next sweep resumes the run"
+                ),
             );
             Ok(stopped)
         }
@@ -200,12 +207,12 @@ fn nonzero(sig: usize) -> Option<i32> {
     (sig != 0).then_some(sig as i32)
 }
 
-/// This job's JobState (`RUNNING`, `COMPLETING` while Slurm ends it).
-fn own_state(task_id: &str) -> Option<String> {
+/// This job's JobState (`RUNNING`, `COMPLETING` while Slurm ends it) and its restart count.
+fn own_state(task_id: &str) -> Option<(String, u32)> {
     let out = Command::new("scontrol").args(["-o", "show", "job", task_id]).stdin(Stdio::null()).output().ok()?;
     let text = String::from_utf8_lossy(&out.stdout);
-    let line = text.lines().next()?;
-    fields(line).get("JobState").map(|s| s.to_string())
+    let f = fields(text.lines().next()?);
+    Some((f.get("JobState")?.to_string(), f.get("Restarts").and_then(|r| r.parse().ok()).unwrap_or(0)))
 }
 
 #[cfg(test)]
