@@ -39,7 +39,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use crate::config::{Method, TrainConfig};
-use crate::experiment::launcher::slurm::Settings as SlurmSettings;
+use crate::experiment::launcher::slurm::settings::Settings as SlurmSettings;
 use crate::experiment::run_id::{lambda_dir, positive_zero, RunId};
 
 /// The experiment spec file (see the module doc).

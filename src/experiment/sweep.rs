@@ -406,14 +406,18 @@ fn refuse_runs_on_slurm(spec: &Spec, results_root: &Path, runs: &[RunSpec], stat
     let open: Vec<PathBuf> =
         runs.iter().zip(states).filter(|(_, s)| **s != RunState::Done).map(|(r, _)| r.dir.clone()).collect();
     match slurm::on_cluster(&exp_dir, &open) {
-        Ok(queued) if !queued.is_empty() => bail!(
-            "{} runs of {} are pending or running on Slurm; a local sweep would train them too: `deep-coral sweep {} \
-             --wait` waits for them, `--cancel` cancels them:\n{}",
-            queued.len(),
-            spec.name,
-            spec.file(),
-            queued.join("\n")
-        ),
+        Ok(queued) if !queued.is_empty() => {
+            let commands = slurm::Commands::new(&spec.path, results_root, None);
+            bail!(
+                "{} runs of {} are pending or running on Slurm; a local sweep would train them too: `{}` waits for \
+                 them, `{}` cancels them:\n{}",
+                queued.len(),
+                spec.name,
+                commands.wait(),
+                commands.cancel(),
+                queued.join("\n")
+            )
+        }
         Ok(_) => Ok(()),
         Err(e) => {
             eprintln!(

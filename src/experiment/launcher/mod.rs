@@ -36,10 +36,12 @@
 
 mod dry_run;
 mod local;
+mod shell;
 pub mod slurm;
 
 pub use dry_run::DryRun;
 pub use local::Local;
+pub use shell::shell_quote;
 
 use std::ffi::OsString;
 use std::fs::{File, OpenOptions};
@@ -169,16 +171,6 @@ impl Job {
     /// The record of this job not finishing.
     pub fn unfinished(&self, kind: Unfinished, reason: impl Into<String>) -> Failure {
         Failure { dir: self.dir.clone(), log: self.log_path(), reason: reason.into(), kind }
-    }
-}
-
-/// `s` as one shell word.
-pub fn shell_quote(s: &std::ffi::OsStr) -> String {
-    let s = s.to_string_lossy();
-    if !s.is_empty() && s.chars().all(|c| c.is_ascii_alphanumeric() || "-_./=:+,@".contains(c)) {
-        s.into_owned()
-    } else {
-        format!("'{}'", s.replace('\'', r"'\''"))
     }
 }
 

@@ -28,7 +28,7 @@
 //! a link beside it, `<job>_<index>.<run>.out` (`12_3.src_tgt-lambda_1-seed_1.out`), names the run.
 
 mod scheduler;
-mod settings;
+pub mod settings;
 mod status;
 mod task;
 
@@ -392,12 +392,12 @@ impl Launcher for Slurm {
             }
             return Ok(left);
         };
+        if let Some(said) = &self.flags_said {
+            say(said.clone());
+        }
         if self.dry_run {
             self.print_plan(&exe, &submit)?;
             return Ok(left);
-        }
-        if let Some(said) = &self.flags_said {
-            say(said.clone());
         }
         let s = self.submit_recorded(&exe, &submit, &record)?;
         let throttle = self.settings.max_parallel.map_or(String::new(), |k| format!(", at most {k} at once"));

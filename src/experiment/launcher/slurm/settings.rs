@@ -11,7 +11,7 @@ use anyhow::{bail, Context, Result};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-use crate::experiment::launcher::shell_quote;
+use crate::experiment::launcher::shell::shell_quote;
 
 /// Seconds before the time limit at which Slurm sends the warning signal, unless set.
 pub const DEFAULT_SIGNAL_SECONDS: u32 = 120;

@@ -199,7 +199,7 @@ pub fn run_task(dir: &Path, exe: &Path, max_requeues: u32) -> Result<u8> {
 fn checkpointed(iteration: Option<usize>) -> String {
     match iteration {
         Some(i) => format!("checkpointed at iteration {i}"),
-        None => "stopped during set-up, before its first row: nothing new to checkpoint".into(),
+        None => "during set-up, before its first row: nothing new to checkpoint".into(),
     }
 }
 
