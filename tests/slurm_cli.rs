@@ -124,16 +124,22 @@ fn a_dry_run_prints_the_sbatch_command_and_its_script() {
     assert!(!results.exists(), "a dry run writes nothing");
 }
 
-#[test]
-fn a_task_past_its_requeue_cap_fails_saying_the_run_cannot_fit_its_time_limit() {
-    let tmp = tempfile::tempdir().unwrap();
-    let data = domains(tmp.path());
-    let dir = tmp.path().join("run");
+/// A run folder as the sweep leaves it for a task: a config.json of 200 tiny iterations.
+fn task_run(tmp: &Path) -> PathBuf {
+    let data = domains(tmp);
+    let dir = tmp.join("run");
     std::fs::create_dir_all(&dir).unwrap();
     let config = json!({ "data_root": data, "source": "src", "target": "tgt", "backbone": "squeezenet1_1",
         "weights": squeezenet_weights(), "lambda": 1, "iterations": 200, "eval_every": 2, "batch_size": 2, "lr": 1e-5,
         "seed": 1, "threads": 1, "device": "cpu" });
     std::fs::write(dir.join("config.json"), config.to_string()).unwrap();
+    dir
+}
+
+#[test]
+fn a_task_past_its_requeue_cap_fails_saying_the_run_cannot_fit_its_time_limit() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = task_run(tmp.path());
     // As Slurm starts a task that was requeued 3 times already.
     let mut task = bin()
         .args(["sweep-task", "--max-requeues", "3"])
@@ -202,13 +208,7 @@ fn output_into_a_pipe_closed_early_ends_quietly() {
 #[test]
 fn a_signal_during_a_tasks_set_up_says_there_was_nothing_to_checkpoint() {
     let tmp = tempfile::tempdir().unwrap();
-    let data = domains(tmp.path());
-    let dir = tmp.path().join("run");
-    std::fs::create_dir_all(&dir).unwrap();
-    let config = json!({ "data_root": data, "source": "src", "target": "tgt", "backbone": "squeezenet1_1",
-        "weights": squeezenet_weights(), "lambda": 1, "iterations": 200, "eval_every": 2, "batch_size": 2, "lr": 1e-5,
-        "seed": 1, "threads": 1, "device": "cpu" });
-    std::fs::write(dir.join("config.json"), config.to_string()).unwrap();
+    let dir = task_run(tmp.path());
     // Not under Slurm (no SLURM_* variables): the task cannot requeue, and says so.
     let mut task =
         bin().args(["sweep-task"]).arg(&dir).env_remove("SLURM_JOB_ID").stdout(Stdio::piped()).spawn().unwrap();
