@@ -100,6 +100,9 @@ pub fn duration_words(secs: f64) -> String {
 pub struct Progress {
     finished: Vec<f64>,
     iterations: BTreeMap<PathBuf, usize>,
+    /// The most runs seen running at once: how many the launcher runs in parallel, also in the
+    /// moment between one run's end and the next one's start.
+    most: usize,
 }
 
 impl Progress {
@@ -121,8 +124,11 @@ impl Progress {
     }
 
     /// ` | src_tgt/lambda_1/seed_1 40/2000, ... | ETA 3m 20s`: the running runs (three named,
-    /// the rest counted) and the ETA of them and the `waiting` ones, `parallel` at once.
-    pub fn message(&mut self, running: &[PathBuf], waiting: &[PathBuf], parallel: usize) -> String {
+    /// the rest counted) and the ETA of them and the `waiting` ones, as many at once as were
+    /// ever seen running.
+    pub fn message(&mut self, running: &[PathBuf], waiting: &[PathBuf]) -> String {
+        self.most = self.most.max(running.len());
+        let parallel = self.most;
         let runs: Vec<(&PathBuf, RunProgress)> =
             running.iter().filter_map(|d| Some((d, RunProgress::read(d)?))).collect();
         let waiting: Vec<usize> = waiting.iter().filter_map(|d| self.iterations(d)).collect();
@@ -198,7 +204,7 @@ mod tests {
         }
         let running = vec![write("a_b", &[(0, 1.0), (50, 20.0)]), write("c_d", &[(0, 1.0)])];
         let waiting: Vec<PathBuf> = (0..20).map(|k| write(&format!("w{k}"), &[])).collect();
-        let msg = p.message(&running, &waiting, 2);
+        let msg = p.message(&running, &waiting);
         assert!(msg.starts_with(" | a_b/lambda_1/seed_1 50/100, c_d/lambda_1/seed_1 0/100 | ETA "), "{msg}");
         let truth = 20.0 + 40.0 + 20.0 * 40.0; // seconds of runs left, two at once below
         let (lo, hi) = (truth / 2.0 / 1.5, truth / 2.0 * 1.5);

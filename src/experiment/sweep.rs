@@ -389,7 +389,7 @@ fn tick(dirs: &[PathBuf], progress: &ProgressBar, ticking: &AtomicBool) {
                 RunState::Incomplete | RunState::New => waiting.push(dir.clone()),
             }
         }
-        progress.set_message(tracker.message(&running, &waiting, running.len().max(1)));
+        progress.set_message(tracker.message(&running, &waiting));
         for _ in 0..10 {
             if !ticking.load(Ordering::SeqCst) {
                 return;

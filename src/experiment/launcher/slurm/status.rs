@@ -270,7 +270,7 @@ impl Waiting<'_> {
                     }
                     let waiting: Vec<PathBuf> =
                         dirs.iter().filter(|d| !ended.contains(*d) && !running.contains(d)).cloned().collect();
-                    progress.set_message(tracker.message(&running, &waiting, running.len().max(1)));
+                    progress.set_message(tracker.message(&running, &waiting));
                 }
                 Err(e) => {
                     errors += 1;
