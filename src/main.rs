@@ -49,13 +49,15 @@ enum Command {
         /// array, one task per run; see docs/slurm.md).
         #[arg(long, value_enum, default_value_t = LauncherKind::Local)]
         launcher: LauncherKind,
-        /// Print where each run stands (done / running / pending / failed / cancelled /
-        /// incomplete / new), from the run folders and Slurm; submit nothing.
+        /// Print where each run stands (done / running / pending / failed / cancelled / lost /
+        /// incomplete / new), from the run folders and Slurm; submit nothing. Exits 0 when every
+        /// run is done, 1 while any failed, was cancelled or is lost, 75 while runs are still to
+        /// finish.
         #[arg(long, conflicts_with_all = ["dry_run", "wait", "cancel"])]
         status: bool,
         /// Wait for the runs on the Slurm cluster to end (after submitting, with --launcher slurm;
-        /// alone: the runs already submitted), then fail naming every failed run. Ctrl-C stops
-        /// the waiting, not the jobs.
+        /// alone: the runs already submitted), then print the tally of the whole grid and fail
+        /// naming every run that is not done. Ctrl-C stops the waiting, not the jobs.
         #[arg(long, conflicts_with_all = ["dry_run", "cancel"])]
         wait: bool,
         /// Cancel this experiment's own Slurm job arrays (scancel); running runs checkpoint.
