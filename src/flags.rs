@@ -3,13 +3,14 @@
 //! new field needs one flag line here and no copying code; a flag without a field is caught by
 //! `deny_unknown_fields` (and by this file's test).
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use anyhow::{ensure, Context, Result};
 use serde::Serialize;
 
 use crate::config::{DeviceChoice, Method, Precision, ResizeFilter, TrainConfig};
 use crate::model::backbone::{Backbone, Finetune, Head};
+use crate::train::metrics::RunRecord;
 
 /// The flags of `train` that set config fields; a flag not given keeps the value it had.
 #[derive(Debug, Default, Clone, clap::Args, Serialize)]
@@ -159,6 +160,46 @@ impl ConfigFlags {
         Ok(cfg)
     }
 
+    /// The config of a `train` command, decided here once: the recorded one of the run in
+    /// `resume` (a run folder; no flag may change it, see [`ConfigFlags::check_resumable`]),
+    /// else the file `config` (JSON, a whole or partial `TrainConfig`), else the paper's
+    /// defaults; the flags on top. A bare `train` (neither, and no `--lambda`) takes the paper's
+    /// lambda for a transfer the paper has, and returns a sentence saying so; on any other
+    /// transfer it needs `--lambda`.
+    pub fn resolve(&self, config: Option<&Path>, resume: Option<&Path>) -> Result<(TrainConfig, Option<String>)> {
+        let base = if let Some(out) = resume {
+            let recorded = RunRecord::read(&out.join("run.json"))
+                .with_context(|| format!("--resume needs the run.json of an earlier run in {}", out.display()))?
+                .config;
+            self.check_resumable(&recorded)?;
+            recorded
+        } else if let Some(path) = config {
+            let text = std::fs::read_to_string(path).with_context(|| format!("reading config {}", path.display()))?;
+            serde_json::from_str(&text).with_context(|| format!("parsing config {}", path.display()))?
+        } else {
+            TrainConfig::default()
+        };
+        let cfg = self.apply(&base)?;
+        if resume.is_some() || config.is_some() || self.lambda.is_some() {
+            return Ok((cfg, None));
+        }
+        match crate::config::paper_lambda(&cfg.source, &cfg.target) {
+            Some(lambda) => {
+                let said = format!(
+                    "lambda {lambda}: the paper's for {} -> {} (--lambda to choose another)",
+                    cfg.source, cfg.target
+                );
+                Ok((TrainConfig { lambda, ..cfg }, Some(said)))
+            }
+            None => anyhow::bail!(
+                "--lambda is required for {} -> {}: the paper gives lambda only for its six Office-31 transfers \
+                 (deep-coral calibrate finds one by the paper's rule)",
+                cfg.source,
+                cfg.target
+            ),
+        }
+    }
+
     /// `--resume` continues a run exactly as `run.json` records it: any flag that would change
     /// it is refused, naming the flag, the recorded value and the given one. Only the paths a
     /// moved run may need (data root, weights, feature cache) may be given; the data's
@@ -212,6 +253,31 @@ impl ConfigFlags {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_bare_train_takes_the_papers_lambda_and_says_so_and_any_other_choice_wins() {
+        let flags = |source: &str, target: &str, lambda: Option<f64>| ConfigFlags {
+            source: Some(source.into()),
+            target: Some(target.into()),
+            lambda,
+            ..Default::default()
+        };
+        let (cfg, said) = flags("dslr", "webcam", None).resolve(None, None).unwrap();
+        assert_eq!(cfg.lambda, 0.0001);
+        assert!(said.unwrap().contains("the paper's for dslr -> webcam"));
+        let (cfg, said) = flags("dslr", "webcam", Some(0.5)).resolve(None, None).unwrap();
+        assert_eq!((cfg.lambda, said), (0.5, None));
+        let e = flags("amazon", "caltech10", None).resolve(None, None).unwrap_err().to_string();
+        assert!(e.contains("--lambda is required for amazon -> caltech10"), "{e}");
+        // A config file's lambda is the config's, also where the paper has one.
+        let tmp = tempfile::tempdir().unwrap();
+        let file = tmp.path().join("c.json");
+        std::fs::write(&file, r#"{"lambda": 0.25}"#).unwrap();
+        let (cfg, said) = flags("dslr", "webcam", None).resolve(Some(&file), None).unwrap();
+        assert_eq!((cfg.lambda, said), (0.25, None));
+        let e = format!("{:#}", ConfigFlags::default().resolve(None, Some(tmp.path())).unwrap_err());
+        assert!(e.contains("--resume needs the run.json"), "{e}");
+    }
 
     /// Every flag reaches the field of its name: set them all to non-default values.
     #[test]

@@ -1,6 +1,8 @@
 //! `deep-coral`: train one Deep CORAL run, sweep an experiment grid, report and plot results,
-//! import and inspect weights, time the training step. Exit codes: 0 done, 1 error, 3 diverged,
-//! 130 interrupted.
+//! import and inspect weights, time the training step. This file parses the command line and
+//! hands each command to the library. Exit codes (`train::metrics::Status::exit_code` and the
+//! constants beside it): 0 done, 1 error, 3 diverged, 75 runs still to finish (`sweep --status`,
+//! `--wait`), 128 + signal when stopped by one (130 interrupted), 141 when stdout was closed.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -8,10 +10,10 @@ use std::process::ExitCode;
 use anyhow::{Context, Result};
 use clap::{Args, Parser, Subcommand};
 
-use deep_coral::config::{DeviceChoice, Precision, TrainConfig};
+use deep_coral::config::{DeviceChoice, Precision};
 use deep_coral::flags::ConfigFlags;
 use deep_coral::model::backbone::Backbone;
-use deep_coral::train::metrics::{RunRecord, Status};
+use deep_coral::train::metrics::signal_exit_code;
 use deep_coral::train::{self, runtime};
 
 use deep_coral::experiment::launcher::slurm;
@@ -47,20 +49,22 @@ enum Command {
         /// array, one task per run; see docs/slurm.md).
         #[arg(long, value_enum, default_value_t = LauncherKind::Local)]
         launcher: LauncherKind,
-        /// Print where each run stands (done / running / pending / failed / cancelled /
-        /// incomplete / new), from the run folders and Slurm; submit nothing.
+        /// Print where each run stands (done / running / pending / failed / cancelled / lost /
+        /// incomplete / new), from the run folders and Slurm; submit nothing. Exits 0 when every
+        /// run is done, 1 while any failed, was cancelled or is lost, 75 while runs are still to
+        /// finish.
         #[arg(long, conflicts_with_all = ["dry_run", "wait", "cancel"])]
         status: bool,
         /// Wait for the runs on the Slurm cluster to end (after submitting, with --launcher slurm;
-        /// alone: the runs already submitted), then fail naming every failed run. Ctrl-C stops
-        /// the waiting, not the jobs.
+        /// alone: the runs already submitted), then print the tally of the whole grid and fail
+        /// naming every run that is not done. Ctrl-C stops the waiting, not the jobs.
         #[arg(long, conflicts_with_all = ["dry_run", "cancel"])]
         wait: bool,
         /// Cancel this experiment's own Slurm job arrays (scancel); running runs checkpoint.
         #[arg(long, conflicts_with = "dry_run")]
         cancel: bool,
         #[command(flatten)]
-        slurm: slurm::SlurmFlags,
+        slurm: slurm::Settings,
     },
     /// One array task of `sweep --launcher slurm` (what its batch script runs): train the run in
     /// DIR as a child, pass Slurm's signals on, requeue the task after a checkpoint.
@@ -360,54 +364,40 @@ struct TrainArgs {
     force: bool,
 }
 
-impl TrainArgs {
-    fn config(&self) -> Result<TrainConfig> {
-        let base = if self.resume {
-            let recorded = RunRecord::read(&self.out.join("run.json"))
-                .with_context(|| format!("--resume needs the run.json of an earlier run in {}", self.out.display()))?
-                .config;
-            self.flags.check_resumable(&recorded)?;
-            recorded
-        } else if let Some(path) = &self.config {
-            let text = std::fs::read_to_string(path).with_context(|| format!("reading config {}", path.display()))?;
-            serde_json::from_str(&text).with_context(|| format!("parsing config {}", path.display()))?
-        } else {
-            TrainConfig::default()
-        };
-        let cfg = self.flags.apply(&base)?;
-        // A bare `train` (no --config, no --lambda) takes the paper's lambda for a transfer the
-        // paper has, and saying so; on any other transfer it needs --lambda.
-        if !self.resume && self.config.is_none() && self.flags.lambda.is_none() {
-            match deep_coral::config::paper_lambda(&cfg.source, &cfg.target) {
-                Some(lambda) => {
-                    eprintln!(
-                        "lambda {lambda}: the paper's for {} -> {} (--lambda to choose another)",
-                        cfg.source, cfg.target
-                    );
-                    return Ok(TrainConfig { lambda, ..cfg });
-                }
-                None => anyhow::bail!(
-                    "--lambda is required for {} -> {}: the paper gives lambda only for its six Office-31 transfers \
-                     (deep-coral calibrate finds one by the paper's rule)",
-                    cfg.source,
-                    cfg.target
-                ),
-            }
-        }
-        Ok(cfg)
-    }
-}
-
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let keep_freed_memory = runtime::keep_freed_memory();
-    match dispatch(cli, keep_freed_memory) {
-        Ok(code) => code,
-        Err(e) => {
+    quiet_broken_pipes();
+    match std::panic::catch_unwind(move || dispatch(cli, keep_freed_memory)) {
+        Ok(Ok(code)) => code,
+        Ok(Err(e)) => {
             eprintln!("error: {e:#}");
             ExitCode::from(1)
         }
+        Err(panic) if is_broken_pipe(panic.as_ref()) => ExitCode::from(signal_exit_code(libc::SIGPIPE)),
+        Err(panic) => std::panic::resume_unwind(panic),
     }
+}
+
+/// Output piped into a reader that stopped reading (`deep-coral sweep --dry-run | head`): Rust
+/// ignores SIGPIPE, so `println!` panics on the broken pipe. Such a panic says nothing (and
+/// main exits 141, as a process killed by SIGPIPE would); any other panic is reported as usual.
+fn quiet_broken_pipes() {
+    let default = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        if !is_broken_pipe(info.payload()) {
+            default(info);
+        }
+    }));
+}
+
+fn is_broken_pipe(payload: &(dyn std::any::Any + Send)) -> bool {
+    let text = payload
+        .downcast_ref::<String>()
+        .map(String::as_str)
+        .or_else(|| payload.downcast_ref::<&str>().copied())
+        .unwrap_or_default();
+    text.starts_with("failed printing to std") && text.contains("Broken pipe")
 }
 
 /// A sweep's exit status; `--wait` stopped by a signal (Ctrl-C) is no error but 128 + the signal,
@@ -418,7 +408,7 @@ fn slurm_exit(result: Result<u8>) -> Result<ExitCode> {
         Err(e) => match e.downcast_ref::<slurm::WaitStopped>() {
             Some(stopped) => {
                 eprintln!("{stopped}");
-                Ok(ExitCode::from(128u8.saturating_add(stopped.signal.clamp(0, 127) as u8)))
+                Ok(ExitCode::from(signal_exit_code(stopped.signal)))
             }
             None => Err(e),
         },
@@ -428,7 +418,10 @@ fn slurm_exit(result: Result<u8>) -> Result<ExitCode> {
 fn dispatch(cli: Cli, keep_freed_memory: bool) -> Result<ExitCode> {
     match cli.command {
         Command::Train(args) => {
-            let cfg = args.config()?;
+            let (cfg, said) = args.flags.resolve(args.config.as_deref(), args.resume.then_some(args.out.as_path()))?;
+            if let Some(said) = said {
+                eprintln!("{said}");
+            }
             let stop = runtime::stop_flag();
             let start = if args.resume { train::Start::Resume } else { train::Start::Fresh { force: args.force } };
             let record = train::run(&cfg, &args.out, start, &stop)?;
@@ -441,24 +434,19 @@ fn dispatch(cli: Cli, keep_freed_memory: bool) -> Result<ExitCode> {
                 cfg.lambda,
                 args.out.display()
             );
-            Ok(match record.status {
-                Status::Done => ExitCode::SUCCESS,
-                Status::Diverged => ExitCode::from(3),
-                Status::Interrupted => ExitCode::from(130),
-                Status::Running | Status::Failed => ExitCode::from(1),
-            })
+            Ok(ExitCode::from(record.status.exit_code()))
         }
-        Command::Sweep { spec, out, jobs, dry_run, data_root, launcher, status, wait, cancel, slurm: flags } => {
-            let mut spec = deep_coral::experiment::spec::load(&spec)?;
+        Command::Sweep { spec: spec_path, out, jobs, dry_run, data_root, launcher, status, wait, cancel, slurm: flags } => {
+            let commands = slurm::Commands::new(&spec_path, &out, data_root.as_deref());
+            let mut spec = deep_coral::experiment::spec::load(&spec_path)?;
             if let Some(root) = data_root {
                 spec.set_data_root(root);
             }
             if status {
-                slurm::print_status(&spec, &out)?;
-                return Ok(ExitCode::SUCCESS);
+                return Ok(ExitCode::from(slurm::print_status(&spec, &out)?.exit_code()));
             }
             if cancel {
-                slurm::cancel(&spec, &out)?;
+                slurm::cancel(&spec, &out, &commands)?;
                 return Ok(ExitCode::SUCCESS);
             }
             if launcher == LauncherKind::Local {
@@ -467,23 +455,24 @@ fn dispatch(cli: Cli, keep_freed_memory: bool) -> Result<ExitCode> {
                     "the Slurm flags (--partition, --time, --max-parallel, ...) need --launcher slurm"
                 );
                 if wait {
-                    return slurm_exit(slurm::wait(&spec, &out).map(|()| 0));
+                    return slurm_exit(slurm::wait(&spec, &out, &commands).map(|t| t.exit_code()));
                 }
             }
             let exe = std::env::current_exe().context("locating the deep-coral executable")?;
             let launcher: Box<dyn deep_coral::experiment::launcher::Launcher> = match launcher {
-                LauncherKind::Slurm => {
-                    let settings = slurm::Settings::resolve(&spec, &flags)?;
-                    Box::new(slurm::Slurm::new(&spec, &out, settings, wait, dry_run)?)
-                }
+                LauncherKind::Slurm => Box::new(slurm::Slurm::new(&spec, &out, &flags, commands.clone(), dry_run)?),
                 LauncherKind::Local if dry_run => Box::new(deep_coral::experiment::launcher::DryRun),
                 LauncherKind::Local => {
                     anyhow::ensure!(jobs >= 1, "--jobs must be at least 1, got {jobs}");
                     Box::new(deep_coral::experiment::launcher::Local { jobs })
                 }
             };
-            let summary = deep_coral::experiment::sweep::sweep_spec(&spec, &out, launcher.as_ref(), &exe);
-            slurm_exit(summary.map(|s| s.exit_status()))
+            let code = deep_coral::experiment::sweep::sweep_spec(&spec, &out, launcher.as_ref(), &exe)?.exit_status();
+            if wait && code == 0 {
+                // Submitted: now the same wait as `--wait` alone, with the tally of the whole grid.
+                return slurm_exit(slurm::wait(&spec, &out, &commands).map(|t| t.exit_code()));
+            }
+            Ok(ExitCode::from(code))
         }
         Command::SweepTask { max_requeues, dir } => {
             let exe = std::env::current_exe().context("locating the deep-coral executable")?;

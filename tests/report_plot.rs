@@ -22,7 +22,7 @@ mod common;
 
 use std::path::{Path, PathBuf};
 
-use deep_coral::experiment::report::{self, Transfer};
+use deep_coral::experiment::report::{self, DomainShift};
 
 const HEADER: &str = "iteration,epoch,lr,class_loss,coral_loss,weighted_coral_loss,coral_distance,source_acc,target_acc,target_loss,elapsed_s";
 
@@ -115,7 +115,7 @@ webcam,dslr,W->D,coral,0.0001,2,1;2,98.0000,1.4142,99.5000,0.7071,0,D-CORAL,0.00
 
     // Column order is the paper's (A->W before W->D), the running run is listed, and seed 3
     // is missing from the three cells that lack it.
-    assert_eq!(rep.columns, vec![Transfer::new("amazon", "webcam"), Transfer::new("webcam", "dslr")]);
+    assert_eq!(rep.columns, vec![DomainShift::new("amazon", "webcam"), DomainShift::new("webcam", "dslr")]);
     assert_eq!(rep.incomplete.len(), 1);
     assert_eq!(rep.incomplete[0].status, "running");
     assert_eq!(rep.missing.len(), 3);

@@ -5,250 +5,19 @@
 //!
 //! Where slurmctld is not installed these tests fail when `CI` is set (CI installs it: `make
 //! slurm-deps`) and are skipped with a printed reason otherwise. The tests that need no cluster
-//! (bad flags and spec blocks, a missing sbatch, the requeue cap of one task, the dry run) always
-//! run. The cluster tests take turns (one cluster at a time: their runs share the 2 cores).
+//! are in `tests/slurm_cli.rs`. The cluster tests take turns (one cluster at a time: their runs
+//! share the 2 cores).
 
 mod common;
 
-use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::path::PathBuf;
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
+use common::slurm::*;
 use common::*;
 use deep_coral::experiment::run_state::RunState;
 use serde_json::{json, Value};
-use tempfile::TempDir;
-
-/// One cluster test at a time.
-static TURN: Mutex<()> = Mutex::new(());
-
-fn cluster_sh() -> PathBuf {
-    root().join("scripts/slurm/cluster.sh")
-}
-
-/// Why the Slurm daemons cannot run here, if they cannot.
-fn missing_slurm() -> Option<String> {
-    let on_path = |b: &str| {
-        std::env::var_os("PATH")
-            .map(|p| std::env::split_paths(&p).chain([PathBuf::from("/usr/sbin")]).any(|d| d.join(b).is_file()))
-            .unwrap_or(false)
-    };
-    let missing: Vec<&str> = ["slurmctld", "slurmd", "munged", "sbatch", "scontrol", "squeue", "scancel"]
-        .into_iter()
-        .filter(|b| !on_path(b))
-        .collect();
-    (!missing.is_empty()).then(|| format!("not installed: {} (run `make slurm-deps`)", missing.join(", ")))
-}
-
-/// A private cluster in its own temporary folder (0755: munged checks every parent), stopped
-/// by `stop` or, also when a test panics, by Drop. Its `work/` folder holds the test's data and
-/// results, so a leftover `train` of the cluster shows up in `pgrep -f <dir>` too.
-struct Cluster {
-    _turn: MutexGuard<'static, ()>,
-    tmp: TempDir,
-    conf: PathBuf,
-    stopped: bool,
-}
-
-impl Cluster {
-    /// The cluster, or None (test skipped, reason printed) where Slurm is not installed and CI
-    /// is not set.
-    fn start() -> Option<Cluster> {
-        if let Some(why) = missing_slurm() {
-            if std::env::var_os("CI").is_some() {
-                panic!("CI is set but the Slurm tests cannot run: {why}");
-            }
-            eprintln!("skipping this Slurm test: {why}");
-            return None;
-        }
-        let turn = TURN.lock().unwrap_or_else(|e| e.into_inner());
-        let tmp = tempfile::Builder::new().prefix("deep-coral-slurm.").tempdir().unwrap();
-        use std::os::unix::fs::PermissionsExt;
-        std::fs::set_permissions(tmp.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
-        let mut dir = tmp.path().parent();
-        while let Some(d) = dir {
-            let mode = d.metadata().unwrap().permissions().mode();
-            assert!(mode & 0o001 != 0, "{} is not world-executable (mode {mode:o}): munged refuses it", d.display());
-            dir = d.parent();
-        }
-        let out = Command::new("bash").arg(cluster_sh()).arg("start").arg(tmp.path()).output().unwrap();
-        let mut cluster = Cluster { _turn: turn, conf: PathBuf::new(), tmp, stopped: false };
-        assert!(out.status.success(), "cluster.sh start failed:\n{}", stderr(&out));
-        let stdout = String::from_utf8_lossy(&out.stdout);
-        let conf = stdout.lines().find_map(|l| l.strip_prefix("export SLURM_CONF=")).expect("SLURM_CONF exported");
-        cluster.conf = PathBuf::from(conf);
-        std::fs::create_dir_all(cluster.work()).unwrap();
-        Some(cluster)
-    }
-
-    fn dir(&self) -> &Path {
-        self.tmp.path()
-    }
-
-    fn work(&self) -> PathBuf {
-        self.dir().join("work")
-    }
-
-    /// `program` with this cluster's SLURM_CONF.
-    fn cmd(&self, program: &str) -> Command {
-        let mut c = Command::new(program);
-        c.env("SLURM_CONF", &self.conf);
-        c
-    }
-
-    /// `deep-coral` with this cluster's SLURM_CONF, polling the scheduler twice a second.
-    fn deep_coral(&self) -> Command {
-        let mut c = bin();
-        c.env("SLURM_CONF", &self.conf).env("DEEP_CORAL_SLURM_POLL_SECONDS", "0.5").current_dir(self.work());
-        c
-    }
-
-    fn text(&self, program: &str, args: &[&str]) -> String {
-        let out = self.cmd(program).args(args).output().unwrap();
-        String::from_utf8_lossy(&out.stdout).into_owned()
-    }
-
-    /// The tasks of array `job` as `index -> "JobState Restarts"`.
-    fn tasks(&self, job: &str) -> Vec<(usize, String, u32)> {
-        let text = self.text("scontrol", &["-o", "show", "job", job]);
-        let mut tasks: Vec<(usize, String, u32)> = text
-            .lines()
-            .filter_map(|l| {
-                let get = |k: &str| l.split_whitespace().find_map(|t| t.strip_prefix(k)).map(str::to_string);
-                Some((get("ArrayTaskId=")?.parse().ok()?, get("JobState=")?, get("Restarts=")?.parse().ok()?))
-            })
-            .collect();
-        tasks.sort();
-        tasks
-    }
-
-    /// Tasks of `job` that squeue lists as running.
-    fn running(&self, job: &str) -> usize {
-        self.text("squeue", &["-h", "-j", job, "-t", "R", "-o", "%i"]).lines().filter(|l| !l.trim().is_empty()).count()
-    }
-
-    /// Stops the cluster and checks that no process of it (daemon, slurmstepd, job) is left.
-    fn stop(mut self) {
-        self.stopped = true;
-        let out = Command::new("bash").arg(cluster_sh()).arg("stop").arg(self.dir()).output().unwrap();
-        assert!(out.status.success(), "cluster.sh stop failed:\n{}", stderr(&out));
-        let left = Command::new("pgrep").args(["-a", "-r", "R,S,D,T", "-f"]).arg(self.dir()).output().unwrap();
-        let left = String::from_utf8_lossy(&left.stdout);
-        assert!(left.trim().is_empty(), "processes of the fixture left running:\n{left}");
-    }
-}
-
-impl Drop for Cluster {
-    fn drop(&mut self) {
-        if !self.stopped {
-            let _ = Command::new("bash").arg(cluster_sh()).arg("stop").arg(self.dir()).stdout(Stdio::null()).status();
-        }
-    }
-}
-
-/// Domains `src` and `tgt` (classes a, b; 3 images each) and `bad`: `tgt` with one image that
-/// is no image, so a run on it fails when it decodes its data.
-fn domains(root: &Path) -> PathBuf {
-    let data = root.join("data");
-    for d in ["src", "tgt", "bad"] {
-        write_domain(&data, d, &["a", "b"], 3);
-    }
-    std::fs::write(data.join("bad/a/0.png"), b"not a png").unwrap();
-    data
-}
-
-/// A spec of tiny SqueezeNet runs on `data` (one thread, batch 2, a row every `eval_every`).
-fn write_spec(
-    path: &Path,
-    name: &str,
-    data: &Path,
-    transfers: Value,
-    seeds: &[u64],
-    iterations: usize,
-    eval_every: usize,
-    slurm: Option<Value>,
-) {
-    let mut spec = json!({
-        "name": name,
-        "train": { "backbone": "squeezenet1_1", "weights": squeezenet_weights(), "data_root": data,
-                   "iterations": iterations, "eval_every": eval_every, "batch_size": 2, "lr": 1e-5, "threads": 1,
-                   "device": "cpu" },
-        "transfers": transfers,
-        "seeds": seeds,
-    });
-    if let Some(s) = slurm {
-        spec["slurm"] = s;
-    }
-    std::fs::write(path, serde_json::to_string_pretty(&spec).unwrap()).unwrap();
-}
-
-fn out_text(out: &Output) -> String {
-    format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr))
-}
-
-/// The record's submissions: (job id, run folders by index).
-fn submissions(exp: &Path) -> Vec<(String, Vec<PathBuf>)> {
-    let text = std::fs::read_to_string(exp.join("slurm/submissions.json")).unwrap();
-    let v: Value = serde_json::from_str(&text).unwrap();
-    v["submissions"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|s| {
-            let runs = s["runs"].as_array().unwrap().iter().map(|r| PathBuf::from(r.as_str().unwrap())).collect();
-            (s["job_id"].as_str().unwrap().to_string(), runs)
-        })
-        .collect()
-}
-
-/// The run folders of an experiment in grid order (seeds, transfers, lambdas).
-fn runs(results: &Path, spec: &Path) -> Vec<PathBuf> {
-    deep_coral::experiment::spec::load(spec).unwrap().runs(results).into_iter().map(|r| r.dir).collect()
-}
-
-fn status_line<'a>(status: &'a str, dir: &Path) -> &'a str {
-    let dir = dir.display().to_string();
-    status
-        .lines()
-        .find(|l| l.split_whitespace().nth(1) == Some(dir.as_str()))
-        .unwrap_or_else(|| panic!("{dir} in {status}"))
-}
-
-/// Polls squeue while it lives, keeping the most tasks of `job` seen running at once.
-struct RunningWatch {
-    most: Arc<AtomicUsize>,
-    done: Arc<AtomicBool>,
-    thread: Option<std::thread::JoinHandle<()>>,
-}
-
-impl RunningWatch {
-    fn new(cluster: &Cluster, job: &str) -> RunningWatch {
-        let (most, done) = (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicBool::new(false)));
-        let (m, d, conf, job) = (Arc::clone(&most), Arc::clone(&done), cluster.conf.clone(), job.to_string());
-        let thread = std::thread::spawn(move || {
-            while !d.load(Ordering::SeqCst) {
-                let out = Command::new("squeue")
-                    .env("SLURM_CONF", &conf)
-                    .args(["-h", "-j", &job, "-t", "R", "-o", "%i"])
-                    .output();
-                if let Ok(out) = out {
-                    let n = String::from_utf8_lossy(&out.stdout).lines().filter(|l| !l.trim().is_empty()).count();
-                    m.fetch_max(n, Ordering::SeqCst);
-                }
-                std::thread::sleep(Duration::from_millis(100));
-            }
-        });
-        RunningWatch { most, done, thread: Some(thread) }
-    }
-
-    fn most(mut self) -> usize {
-        self.done.store(true, Ordering::SeqCst);
-        self.thread.take().unwrap().join().unwrap();
-        self.most.load(Ordering::SeqCst)
-    }
-}
 
 #[test]
 fn a_slurm_sweep_matches_the_local_one_holds_its_throttle_and_names_its_failures() {
@@ -268,15 +37,7 @@ fn a_slurm_sweep_matches_the_local_one_holds_its_throttle_and_names_its_failures
 
     let results = work.join("results");
     let exp = results.join("exp");
-    let out = cluster
-        .deep_coral()
-        .arg("sweep")
-        .arg(&spec)
-        .arg("--out")
-        .arg(&results)
-        .args(["--launcher", "slurm", "--max-parallel", "2"])
-        .output()
-        .unwrap();
+    let out = cluster.sweep(&spec, &results, &["--launcher", "slurm", "--max-parallel", "2"]);
     let text = out_text(&out);
     assert!(out.status.success(), "{text}");
     let subs = submissions(&exp);
@@ -284,32 +45,34 @@ fn a_slurm_sweep_matches_the_local_one_holds_its_throttle_and_names_its_failures
     let job = subs[0].0.clone();
     assert!(text.contains(&format!("as Slurm job array {job}")) && text.contains("at most 2 at once"), "{text}");
     assert!(text.contains(&exp.join("slurm").display().to_string()) && text.contains("train.log"), "{text}");
+    // The commands it prints can be pasted as they are: they name the spec and --out.
+    let base = format!("deep-coral sweep {} --out {}", spec.display(), results.display());
+    for c in ["--status", "--wait", "--cancel"] {
+        assert!(text.contains(&format!("{base} {c}")), "{c} in {text}");
+    }
+    // The job is named for the experiment (squeue shows the name's first characters).
+    assert_eq!(cluster.text("squeue", &["-h", "-j", &job, "-o", "%j"]).lines().next().map(str::trim), Some("exp"));
     let dirs = runs(&results, &spec);
     assert_eq!(subs[0].1, dirs, "array index -> run folder, in grid order");
     let watch = RunningWatch::new(&cluster, &job);
 
     // A second sweep while the array is queued and running submits nothing.
-    let out = cluster
-        .deep_coral()
-        .arg("sweep")
-        .arg(&spec)
-        .arg("--out")
-        .arg(&results)
-        .args(["--launcher", "slurm", "--max-parallel", "2"])
-        .output()
-        .unwrap();
+    let out = cluster.sweep(&spec, &results, &["--launcher", "slurm", "--max-parallel", "2"]);
     let again = out_text(&out);
     assert!(out.status.success(), "{again}");
     assert!(again.contains("nothing to submit"), "{again}");
+    assert!(again.contains(&format!("already pending or running in Slurm job {job}")), "{again}");
+    // One tally: nothing launched, nothing skipped; the runs on the cluster counted as such.
+    let tally = again.lines().find(|l| l.starts_with("exp: 6 runs:")).unwrap_or_else(|| panic!("{again}"));
     assert!(
-        again.contains(&format!("already pending or running in Slurm job {job}"))
-            || again.contains("in use by process"),
-        "{again}"
+        tally.contains(" 0 launched, 0 failed, ") && tally.ends_with("already pending or running on Slurm"),
+        "{tally}"
     );
+    assert!(!tally.contains("skipped"), "{tally}");
     assert_eq!(submissions(&exp).len(), 1, "{again}");
 
     // --wait: until the array has finished, then the failed runs with exit code and logs.
-    let out = cluster.deep_coral().arg("sweep").arg(&spec).arg("--out").arg(&results).arg("--wait").output().unwrap();
+    let out = cluster.sweep(&spec, &results, &["--wait"]);
     let waited = out_text(&out);
     assert_eq!(out.status.code(), Some(1), "{waited}");
     let most = watch.most();
@@ -322,6 +85,10 @@ fn a_slurm_sweep_matches_the_local_one_holds_its_throttle_and_names_its_failures
         assert!(std::fs::read_to_string(d.join("train.log")).unwrap().contains("corrupt"), "the log says why");
     }
     assert!(waited.contains("exit code 1 (FAILED)"), "{waited}");
+    // Not on a terminal: a line per change of state, and the final tally of the whole grid.
+    assert!(waited.lines().any(|l| l.starts_with("running    ") || l.starts_with("pending    ")), "{waited}");
+    assert!(waited.contains("exp: 6 runs: 4 done, 2 failed"), "{waited}");
+    assert!(waited.contains(&format!("`{base} --launcher slurm --max-parallel 2` submits them again")), "{waited}");
     assert!(cluster.tasks(&job).iter().all(|(_, state, _)| state == "COMPLETED" || state == "FAILED"));
 
     // Every good run is done, with the local launcher's metrics.csv (all but elapsed_s).
@@ -332,15 +99,20 @@ fn a_slurm_sweep_matches_the_local_one_holds_its_throttle_and_names_its_failures
         let log = std::fs::read_to_string(d.join("train.log")).unwrap();
         assert!(log.contains("==== deep-coral sweep") && log.contains(&format!("==== Slurm job {job}_")), "{log}");
     }
+    // Each task output has a link beside it that names its run.
+    let (i, d) = dirs.iter().enumerate().last().unwrap();
+    let label = d.strip_prefix(&exp).unwrap().display().to_string().replace('/', "-");
+    let link = exp.join(format!("slurm/{job}_{i}.{label}.out"));
+    assert_eq!(std::fs::read_link(&link).unwrap(), PathBuf::from(format!("{job}_{i}.out")), "{}", link.display());
 
     // --status: done, and failed with exit code and log path.
-    let out = cluster.deep_coral().arg("sweep").arg(&spec).arg("--out").arg(&results).arg("--status").output().unwrap();
+    let out = cluster.sweep(&spec, &results, &["--status"]);
     let status = String::from_utf8_lossy(&out.stdout).into_owned();
-    assert!(out.status.success(), "{}", out_text(&out));
+    assert_eq!(out.status.code(), Some(1), "failed runs: {}", out_text(&out));
     for d in &dirs {
         let line = status_line(&status, d);
         if bad.contains(&d) {
-            assert!(line.starts_with("failed") && line.contains("exit code 1"), "{line}");
+            assert!(line.starts_with("failed") && line.contains("exit code 1") && line.contains("run.json"), "{line}");
             assert!(line.contains(&d.join("train.log").display().to_string()) && line.contains(".out"), "{line}");
         } else {
             assert!(line.starts_with("done"), "{line}");
@@ -348,23 +120,23 @@ fn a_slurm_sweep_matches_the_local_one_holds_its_throttle_and_names_its_failures
     }
     assert!(status.contains("exp: 6 runs: 4 done, 2 failed"), "{status}");
 
-    // The sweep again: only the two failed runs go again, and it says so.
-    let out = cluster
-        .deep_coral()
-        .arg("sweep")
-        .arg(&spec)
-        .arg("--out")
-        .arg(&results)
-        .args(["--launcher", "slurm", "--wait"])
-        .output()
-        .unwrap();
+    // The sweep again, without flags: only the two failed runs go again, and it says so, with
+    // the settings the first array was submitted with; --wait ends with the grid's tally.
+    let out = cluster.sweep(&spec, &results, &["--launcher", "slurm", "--wait"]);
     let retry = out_text(&out);
     assert_eq!(out.status.code(), Some(1), "{retry}");
-    assert!(retry.contains("submitting again 2 runs that failed or were cancelled"), "{retry}");
+    assert!(retry.contains("submitting again 2 runs that failed, were cancelled or were lost"), "{retry}");
+    assert!(retry.contains(&format!("those Slurm job {job} was submitted with (--max-parallel 2)")), "{retry}");
+    let record: Value =
+        serde_json::from_str(&std::fs::read_to_string(exp.join("slurm/submissions.json")).unwrap()).unwrap();
+    assert!(record["submissions"][1]["sbatch"].as_array().unwrap().contains(&json!("--array=0-1%2")), "{record}");
+    assert_eq!(record["submissions"][1]["flags"], json!({"max_parallel": 2}));
     let subs = submissions(&exp);
     assert_eq!(subs.len(), 2);
     assert_eq!(subs[1].1, bad.iter().map(|d| d.to_path_buf()).collect::<Vec<_>>());
-    assert!(retry.contains("2 of 2 runs of exp failed"), "{retry}");
+    assert!(retry.contains("2 of 6 runs of exp did not finish"), "{retry}");
+    let last = retry.lines().filter(|l| l.starts_with("exp: 6 runs:")).last().unwrap_or_else(|| panic!("{retry}"));
+    assert!(last.starts_with("exp: 6 runs: 4 done, 2 failed (Slurm jobs "), "the final tally last: {last}");
     eprintln!("slurm sweep test: {:.1} s", t0.elapsed().as_secs_f64());
     cluster.stop();
 }
@@ -382,7 +154,7 @@ fn usr1_checkpoints_requeues_and_the_run_resumes_to_the_uninterrupted_metrics() 
     run_ok(bin().arg("sweep").arg(&spec).arg("--out").arg(&reference));
 
     let results = work.join("results");
-    run_ok(cluster.deep_coral().arg("sweep").arg(&spec).arg("--out").arg(&results).args(["--launcher", "slurm"]));
+    ok(cluster.sweep(&spec, &results, &["--launcher", "slurm"]));
     let exp = results.join("one");
     let job = submissions(&exp)[0].0.clone();
     let dir = runs(&results, &spec).remove(0);
@@ -391,7 +163,12 @@ fn usr1_checkpoints_requeues_and_the_run_resumes_to_the_uninterrupted_metrics() 
     let out = cluster.cmd("scancel").args(["--signal=USR1", "--batch", &format!("{job}_0")]).output().unwrap();
     assert!(out.status.success(), "{}", stderr(&out));
     wait_for(60, "the task to requeue", || cluster.tasks(&job).first().is_some_and(|t| t.2 == 1));
-    let out = cluster.deep_coral().arg("sweep").arg(&spec).arg("--out").arg(&results).arg("--wait").output().unwrap();
+    // Resumed, it is requeued once more by someone else (`scontrol requeue`, as an admin or a
+    // preemption in requeue mode would): its SIGTERM finds the job being requeued, and it says so.
+    wait_for(120, "the resumed run to log 6 rows", || rows_so_far(&dir) >= 6);
+    let out = cluster.cmd("scontrol").args(["requeue", &format!("{job}_0")]).output().unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    let out = cluster.sweep(&spec, &results, &["--wait"]);
     assert!(out.status.success(), "{}", out_text(&out));
 
     assert_eq!(RunState::read(&dir), RunState::Done);
@@ -400,15 +177,26 @@ fn usr1_checkpoints_requeues_and_the_run_resumes_to_the_uninterrupted_metrics() 
     assert!(log.contains(&format!("requeued Slurm job {job}_0 (requeue 1 of at most 3)")), "{log}");
     assert!(log.contains(&format!("--out {} --resume", dir.display())), "the requeued task resumed:\n{log}");
     assert!(log.contains(&format!("==== Slurm job {job}_0, restart 1")), "{log}");
+    assert!(log.contains("stopped by SIGTERM as Slurm requeues the job") && !log.contains("not requeued"), "{log}");
+    assert!(log.contains(&format!("==== Slurm job {job}_0, restart 2")), "{log}");
     assert_eq!(assert_whole_rows(&dir), 11);
     assert_eq!(metrics_sans_elapsed(&dir), metrics_sans_elapsed(&reference.join("one/src_tgt/lambda_1/seed_1")));
     let task_out = std::fs::read_to_string(exp.join(format!("slurm/{job}_0.out"))).unwrap();
     assert!(task_out.contains("restart 0 of at most 3") && task_out.contains("restart 1 of at most 3"), "{task_out}");
-    assert_eq!(cluster.tasks(&job), vec![(0, "COMPLETED".to_string(), 1)]);
+    assert_eq!(cluster.tasks(&job), vec![(0, "COMPLETED".to_string(), 2)]);
 
-    // After completion a sweep submits nothing.
+    // After completion a sweep submits nothing, and asks sbatch nothing (not even --test-only:
+    // an sbatch that fails, first on PATH, is never run).
+    let fake = work.join("fake-bin");
+    std::fs::create_dir_all(&fake).unwrap();
+    let called = work.join("sbatch-called");
+    std::fs::write(fake.join("sbatch"), format!("#!/bin/sh\ntouch {}\nexit 1\n", called.display())).unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(fake.join("sbatch"), std::fs::Permissions::from_mode(0o755)).unwrap();
+    let path = format!("{}:{}", fake.display(), std::env::var("PATH").unwrap_or_default());
     let out = cluster
         .deep_coral()
+        .env("PATH", path)
         .arg("sweep")
         .arg(&spec)
         .arg("--out")
@@ -418,6 +206,9 @@ fn usr1_checkpoints_requeues_and_the_run_resumes_to_the_uninterrupted_metrics() 
         .unwrap();
     let again = out_text(&out);
     assert!(out.status.success() && again.contains("nothing to submit"), "{again}");
+    assert!(!called.exists(), "sbatch was run: {again}");
+    let out = cluster.sweep(&spec, &results, &["--status"]);
+    assert_eq!(out.status.code(), Some(0), "every run done: {}", out_text(&out));
     assert_eq!(submissions(&exp).len(), 1);
     eprintln!("slurm requeue test: {:.1} s", t0.elapsed().as_secs_f64());
     cluster.stop();
@@ -445,12 +236,33 @@ fn cancel_stops_only_this_sweeps_array_and_marks_no_unfinished_run_done() {
     let other = cluster.text("sbatch", &["--parsable", "--wrap", "sleep 300", "-o", "/dev/null"]).trim().to_string();
 
     let results = work.join("results");
-    run_ok(cluster.deep_coral().arg("sweep").arg(&spec).arg("--out").arg(&results).args(["--launcher", "slurm"]));
+    ok(cluster.sweep(&spec, &results, &["--launcher", "slurm"]));
     let exp = results.join("cx");
     let job = submissions(&exp)[0].0.clone();
     let dirs = runs(&results, &spec);
     wait_for(120, "the first run to log 2 rows", || rows_so_far(&dirs[0]) >= 2);
     assert_eq!(cluster.running(&job), 1, "max_parallel 1 from the spec's slurm block");
+
+    // A local sweep refuses the runs the array has on the cluster, naming them.
+    let out = bin()
+        .arg("sweep")
+        .arg(&spec)
+        .arg("--out")
+        .arg(&results)
+        .env("SLURM_CONF", &cluster.conf)
+        .current_dir(cluster.work())
+        .output()
+        .unwrap();
+    let text = out_text(&out);
+    assert_eq!(out.status.code(), Some(1), "{text}");
+    assert!(text.contains("2 runs of cx are pending or running on Slurm"), "{text}");
+    assert!(
+        text.contains(&format!("`deep-coral sweep {} --out {} --wait`", spec.display(), results.display())),
+        "{text}"
+    );
+    for (i, d) in dirs.iter().enumerate() {
+        assert!(text.contains(&format!("{} (Slurm job {job}_{i})", d.display())), "{text}");
+    }
 
     // Ctrl-C on --wait stops the waiting, not the jobs.
     let waiting = cluster
@@ -463,7 +275,7 @@ fn cancel_stops_only_this_sweeps_array_and_marks_no_unfinished_run_done() {
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    std::thread::sleep(Duration::from_millis(1500));
+    std::thread::sleep(Duration::from_millis(3000));
     unsafe { libc::kill(waiting.id() as i32, libc::SIGINT) };
     let out = waiting.wait_with_output().unwrap();
     let text = stderr(&out);
@@ -471,7 +283,7 @@ fn cancel_stops_only_this_sweeps_array_and_marks_no_unfinished_run_done() {
     assert!(text.contains("stopped waiting; the Slurm jobs go on") && text.contains("--cancel"), "{text}");
     assert_eq!(cluster.running(&job), 1, "the job still runs");
 
-    let out = cluster.deep_coral().arg("sweep").arg(&spec).arg("--out").arg(&results).arg("--cancel").output().unwrap();
+    let out = cluster.sweep(&spec, &results, &["--cancel"]);
     let text = out_text(&out);
     assert!(out.status.success(), "{text}");
     assert!(text.contains(&format!("cancelled Slurm job {job} (2 runs pending or running)")), "{text}");
@@ -492,24 +304,18 @@ fn cancel_stops_only_this_sweeps_array_and_marks_no_unfinished_run_done() {
     let log = std::fs::read_to_string(dirs[0].join("train.log")).unwrap();
     assert!(log.contains("not requeued"), "{log}");
     assert_ne!(RunState::read(&dirs[1]), RunState::Done);
-    let out = cluster.deep_coral().arg("sweep").arg(&spec).arg("--out").arg(&results).arg("--status").output().unwrap();
+    let out = cluster.sweep(&spec, &results, &["--status"]);
     let status = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert_eq!(out.status.code(), Some(1), "cancelled runs: {status}");
     for d in &dirs {
         assert!(status_line(&status, d).starts_with("cancelled"), "{status}");
     }
     // A dry run shows both would go again.
-    let out = cluster
-        .deep_coral()
-        .arg("sweep")
-        .arg(&spec)
-        .arg("--out")
-        .arg(&results)
-        .args(["--launcher", "slurm", "--dry-run"])
-        .output()
-        .unwrap();
+    let out = cluster.sweep(&spec, &results, &["--launcher", "slurm", "--dry-run"]);
     let text = out_text(&out);
     assert!(
-        text.contains("submitting again 2 runs that failed or were cancelled") && text.contains("would submit 2 runs"),
+        text.contains("submitting again 2 runs that failed, were cancelled or were lost")
+            && text.contains("would submit 2 runs"),
         "{text}"
     );
     assert_eq!(submissions(&exp).len(), 1);
@@ -545,141 +351,60 @@ fn an_unknown_partition_or_a_refused_sbatch_argument_is_named_and_nothing_is_wri
     cluster.stop();
 }
 
-// ---------------------------------------------------------------- no cluster needed
-
-fn no_cluster_spec(tmp: &Path, slurm: Option<Value>) -> PathBuf {
-    let data = domains(tmp);
-    let spec = tmp.join("s.json");
-    write_spec(&spec, "s", &data, json!([{"source": "src", "target": "tgt", "lambdas": [0, 1]}]), &[1, 2], 2, 2, slurm);
-    spec
-}
-
 #[test]
-fn a_missing_sbatch_is_named_and_nothing_is_written() {
-    let tmp = tempfile::tempdir().unwrap();
-    let spec = no_cluster_spec(tmp.path(), None);
-    let empty = tmp.path().join("empty-bin");
-    std::fs::create_dir(&empty).unwrap();
-    let results = tmp.path().join("results");
-    let e = run_fails(
-        bin().env("PATH", &empty).arg("sweep").arg(&spec).arg("--out").arg(&results).args(["--launcher", "slurm"]),
-        1,
+fn a_task_slurm_has_forgotten_is_lost_and_neither_wait_nor_status_passes_it() {
+    // Ended jobs are forgotten 5 s after they end (slurmctld purges about once a minute).
+    let Some(cluster) = Cluster::start_with(&[("SLURM_TEST_MIN_JOB_AGE", "5")]) else { return };
+    let t0 = Instant::now();
+    let work = cluster.work();
+    let data = domains(&work);
+    let spec = work.join("lost.json");
+    write_spec(&spec, "lost", &data, json!([{"source": "src", "target": "tgt", "lambdas": [1]}]), &[1], 400, 4, None);
+    let results = work.join("results");
+    ok(cluster.sweep(&spec, &results, &["--launcher", "slurm"]));
+    let job = submissions(&results.join("lost"))[0].0.clone();
+    let dir = runs(&results, &spec).remove(0);
+    wait_for(120, "the run to log 2 rows", || rows_so_far(&dir) >= 2);
+    // As the kernel's OOM killer would: SIGKILL to the task and its train, no word to anyone.
+    let pids = Command::new("pgrep").arg("-f").arg(&dir).output().unwrap();
+    let pids: Vec<i32> = String::from_utf8_lossy(&pids.stdout).lines().filter_map(|l| l.trim().parse().ok()).collect();
+    assert!(!pids.is_empty(), "the task and its train");
+    for pid in pids {
+        unsafe { libc::kill(pid, libc::SIGKILL) };
+    }
+    wait_for(150, "Slurm to forget the job", || {
+        !cluster.cmd("scontrol").args(["-o", "show", "job", &job]).output().unwrap().status.success()
+    });
+    assert!(std::fs::read_to_string(dir.join("run.json")).unwrap().contains("\"running\""));
+
+    let out = cluster.sweep(&spec, &results, &["--status"]);
+    let status = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert_eq!(out.status.code(), Some(1), "{}", out_text(&out));
+    let line = status_line(&status, &dir);
+    assert!(line.starts_with("lost") && line.contains("no longer on the cluster"), "{line}");
+    assert!(
+        line.contains("no accounting") || line.contains("sacct"),
+        "what accounting says, or that there is none: {line}"
     );
-    assert!(e.contains("sbatch not found on PATH") && e.contains(&empty.display().to_string()), "{e}");
-    assert!(!results.exists());
-    let e = run_fails(bin().env("PATH", &empty).arg("sweep").arg(&spec).arg("--out").arg(&results).arg("--status"), 0);
-    assert!(e.is_empty(), "--status without any submission needs no Slurm: {e}");
-}
+    assert!(
+        line.contains("run.json \"running\"") && line.contains(&dir.join("train.log").display().to_string()),
+        "{line}"
+    );
+    assert!(status.contains("lost: 1 runs: 1 lost"), "{status}");
 
-#[test]
-fn a_malformed_slurm_block_or_flag_is_named() {
-    let tmp = tempfile::tempdir().unwrap();
-    let results = tmp.path().join("results");
-    let cases: [(Value, &[&str], &[&str]); 6] = [
-        (json!({"partiton": "gpu"}), &[], &["`slurm.partiton`", "unknown field"]),
-        (json!({"gpus_per_run": "one"}), &[], &["`slurm.gpus_per_run`", "invalid type"]),
-        (json!({"time": "2 hours"}), &[], &["`slurm.time`", "2 hours"]),
-        (json!({"time": "1:00:00"}), &["--time", "90s"], &["--time", "90s", "not a Slurm time limit"]),
-        (json!({"max_parallel": 0}), &[], &["`slurm.max_parallel`", "at least 1"]),
-        (json!({"sbatch_args": ["--output=/tmp/x"]}), &[], &["`slurm.sbatch_args`", "--output"]),
-    ];
-    for (block, flags, expect) in cases {
-        let dir = tempfile::tempdir_in(tmp.path()).unwrap();
-        let spec = no_cluster_spec(dir.path(), Some(block.clone()));
-        let e = run_fails(
-            bin().arg("sweep").arg(&spec).arg("--out").arg(&results).args(["--launcher", "slurm"]).args(flags),
-            1,
-        );
-        for x in expect {
-            assert!(e.contains(x), "{block} {flags:?}: {x} in {e}");
-        }
-        assert!(!results.exists());
-    }
-    let spec = no_cluster_spec(tmp.path(), None);
-    let e = run_fails(bin().arg("sweep").arg(&spec).arg("--out").arg(&results).args(["--partition", "gpu"]), 1);
-    assert!(e.contains("need --launcher slurm"), "{e}");
-}
+    let out = cluster.sweep(&spec, &results, &["--wait"]);
+    let waited = out_text(&out);
+    assert_eq!(out.status.code(), Some(1), "--wait never passes a run that did not finish: {waited}");
+    assert!(
+        waited.contains("1 of 1 runs of lost did not finish") && waited.contains("lost: 1 runs: 1 lost"),
+        "{waited}"
+    );
+    assert!(waited.contains(&format!("lost {}", dir.display())) && waited.contains("run.json \"running\""), "{waited}");
 
-#[test]
-fn a_dry_run_prints_the_sbatch_command_and_its_script() {
-    let tmp = tempfile::tempdir().unwrap();
-    let spec = no_cluster_spec(tmp.path(), Some(json!({"partition": "cpu", "time": "02:00:00", "max_parallel": 3})));
-    let results = tmp.path().join("results");
-    let out = run_ok(bin().arg("sweep").arg(&spec).arg("--out").arg(&results).args([
-        "--launcher",
-        "slurm",
-        "--dry-run",
-        "--partition",
-        "gpu",
-        "--gpus-per-run",
-        "1",
-        "--cpus-per-run",
-        "4",
-        "--mem",
-        "16G",
-        "--account",
-        "lab",
-        "--qos",
-        "normal",
-        "--sbatch-arg=--constraint=a100",
-        "--sbatch-arg",
-        "--exclusive",
-    ]));
-    let text = String::from_utf8_lossy(&out.stdout);
-    for x in [
-        "would submit 4 runs of s",
-        "--array=0-3%3",
-        "--partition=gpu",
-        "--time=02:00:00",
-        "--gres=gpu:1",
-        "--cpus-per-task=4",
-        "--mem=16G",
-        "--account=lab",
-        "--qos=normal",
-        "--signal=B:USR1@120",
-        "--requeue",
-        "--open-mode=append",
-        "--constraint=a100",
-        "--exclusive",
-        "sweep-task --max-requeues 3",
-        "exec ",
-    ] {
-        assert!(text.contains(x), "{x} in {text}");
-    }
-    let first = runs(&results, &spec).remove(0);
-    assert!(text.contains(&format!("0) run={}", std::path::absolute(&first).unwrap().display())), "{text}");
-    assert!(!results.exists(), "a dry run writes nothing");
-}
-
-#[test]
-fn a_task_past_its_requeue_cap_fails_saying_the_run_cannot_fit_its_time_limit() {
-    let tmp = tempfile::tempdir().unwrap();
-    let data = domains(tmp.path());
-    let dir = tmp.path().join("run");
-    std::fs::create_dir_all(&dir).unwrap();
-    let config = json!({ "data_root": data, "source": "src", "target": "tgt", "backbone": "squeezenet1_1",
-        "weights": squeezenet_weights(), "lambda": 1, "iterations": 200, "eval_every": 2, "batch_size": 2, "lr": 1e-5,
-        "seed": 1, "threads": 1, "device": "cpu" });
-    std::fs::write(dir.join("config.json"), config.to_string()).unwrap();
-    // As Slurm starts a task that was requeued 3 times already.
-    let mut task = bin()
-        .args(["sweep-task", "--max-requeues", "3"])
-        .arg(&dir)
-        .env("SLURM_JOB_ID", "999")
-        .env("SLURM_ARRAY_JOB_ID", "990")
-        .env("SLURM_ARRAY_TASK_ID", "9")
-        .env("SLURM_RESTART_COUNT", "3")
-        .stdout(Stdio::piped())
-        .spawn()
-        .unwrap();
-    wait_for(120, "the run to log a row", || rows_so_far(&dir) >= 2);
-    unsafe { libc::kill(task.id() as i32, libc::SIGUSR1) };
-    let code = task.wait().unwrap().code();
-    assert_eq!(code, Some(1));
-    let log = std::fs::read_to_string(dir.join("train.log")).unwrap();
-    assert!(log.contains("==== Slurm job 990_9, restart 3"), "{log}");
-    assert!(log.contains("after 3 requeues") && log.contains("can never fit its time limit"), "{log}");
-    assert!(std::fs::read_to_string(dir.join("run.json")).unwrap().contains("\"interrupted\""));
-    assert!(dir.join("checkpoint/state.json").is_file(), "it checkpointed all the same");
-    assert!(rows_so_far(&dir) < 101);
+    // The next sweep submits it again, saying why.
+    let out = cluster.sweep(&spec, &results, &["--launcher", "slurm", "--dry-run"]);
+    let text = out_text(&out);
+    assert!(text.contains("submitting again 1 runs") && text.contains(&format!("Slurm job {job}_0 lost")), "{text}");
+    eprintln!("slurm lost-task test: {:.1} s", t0.elapsed().as_secs_f64());
+    cluster.stop();
 }

@@ -17,6 +17,8 @@
 #   SLURM_TEST_DEBUG    SlurmctldDebug/SlurmdDebug level (default: info)
 #   SLURM_TEST_CRED_EXPIRE  AuthInfo cred_expire in s (default 10, minimum 5); a requeued
 #                       job is eligible again only cred_expire+1 s after its first run ended
+#   SLURM_TEST_MIN_JOB_AGE  MinJobAge in s (default 300): how long an ended job stays visible to
+#                       scontrol/squeue (slurmctld purges ended jobs about once a minute)
 #
 # Layout of DIR (DIR itself is chmod 0755: munged refuses a socket whose folder or any
 # parent is not world-executable):
@@ -251,7 +253,7 @@ SchedulerType=sched/backfill
 SchedulerParameters=bf_interval=1,sched_interval=1
 ReturnToService=2
 # finished jobs stay visible to scontrol/squeue for 300 s (no accounting here)
-MinJobAge=300
+MinJobAge=${SLURM_TEST_MIN_JOB_AGE:-300}
 JobRequeue=1
 # seconds between SIGTERM and SIGKILL on scancel / time limit (default 30)
 KillWait=5

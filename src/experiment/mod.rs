@@ -7,8 +7,11 @@
 
 /// Lambda by the paper's rule: pilot runs per transfer, a calibrated spec.
 pub mod calibrate;
-/// Launchers that execute a sweep's runs: `Local { jobs }` subprocesses, `DryRun` listing.
+/// Launchers that execute a sweep's runs: `Local { jobs }` subprocesses, `DryRun` listing,
+/// `Slurm` job arrays (with `--status`, `--wait` and `--cancel`).
 pub mod launcher;
+/// The sweep's progress bar: runs ended, each running run's iteration, an ETA from their rates.
+pub mod progress;
 /// Training curves from the run records, like the paper's Fig. 3: accuracies, losses and the
 /// CORAL distance against iteration, as PNG and SVG.
 pub mod plot;

@@ -24,18 +24,20 @@ pub enum RunState {
     New,
 }
 
+/// The status `dir`'s run.json records (`running`, `done`, ...); None without a readable one.
+pub fn recorded_status(dir: &Path) -> Option<Status> {
+    #[derive(Deserialize)]
+    struct StatusOnly {
+        status: Status,
+    }
+    let text = std::fs::read_to_string(dir.join("run.json")).ok()?;
+    serde_json::from_str::<StatusOnly>(&text).ok().map(|r| r.status)
+}
+
 impl RunState {
     /// Reads the state of the run in `dir`.
     pub fn read(dir: &Path) -> RunState {
-        #[derive(Deserialize)]
-        struct StatusOnly {
-            status: Status,
-        }
-        let done = std::fs::read_to_string(dir.join("run.json"))
-            .ok()
-            .and_then(|text| serde_json::from_str::<StatusOnly>(&text).ok())
-            .is_some_and(|r| r.status == Status::Done);
-        if done {
+        if recorded_status(dir) == Some(Status::Done) {
             RunState::Done
         } else if !dir.exists() {
             RunState::New

@@ -16,7 +16,7 @@
 //! those four may not appear in `train`. Paths are relative to the folder the sweep runs in
 //! (the repository root), not to the spec file.
 //!
-//! An optional `slurm` block ([`SlurmSpec`]) says how the grid runs on a Slurm cluster
+//! An optional `slurm` block ([`SlurmSettings`], also the sweep's Slurm flags) says how the grid runs on a Slurm cluster
 //! (`sweep --launcher slurm`: partition, GPUs and CPUs per run, time limit, ...); it does not
 //! change what a run computes, and the sweep's flags override each of its keys.
 //!
@@ -39,6 +39,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use crate::config::{Method, TrainConfig};
+use crate::experiment::launcher::slurm::settings::Settings as SlurmSettings;
 use crate::experiment::run_id::{lambda_dir, positive_zero, RunId};
 
 /// The experiment spec file (see the module doc).
@@ -74,58 +75,10 @@ pub struct Spec {
     /// How the grid runs on a Slurm cluster (`sweep --launcher slurm`), so the spec says how it
     /// was run; each key is overridden by the sweep's flag of the same name.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub slurm: Option<SlurmSpec>,
+    pub slurm: Option<SlurmSettings>,
     /// The file this spec was read from (empty when built in code); used in error messages.
     #[serde(skip)]
     pub path: PathBuf,
-}
-
-/// The spec's `slurm` block: the resources of one run (one task of the sweep's job array) and how
-/// the array is submitted. Every key is optional; a missing one leaves Slurm's (or the site's)
-/// default. Unknown keys and wrong types are errors at load, naming the key (`slurm.partiton`);
-/// values are checked when a sweep submits (`experiment::launcher::slurm`).
-///
-/// ```json
-/// "slurm": { "partition": "gpu", "gpus_per_run": 1, "cpus_per_run": 4, "mem": "16G",
-///            "time": "01:00:00", "max_parallel": 20, "sbatch_args": ["--constraint=a100"] }
-/// ```
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct SlurmSpec {
-    /// `--partition`.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub partition: Option<String>,
-    /// GPUs per run, as `--gres=gpu:N`.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub gpus_per_run: Option<u32>,
-    /// `--cpus-per-task`; also each run's libtorch threads when `train.threads` is 0.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub cpus_per_run: Option<u32>,
-    /// `--mem` (memory per run, e.g. `16G`).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub mem: Option<String>,
-    /// `--time`, the time limit of one attempt of a run (e.g. `01:30:00`, `2-00:00:00`).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub time: Option<String>,
-    /// `--account`.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub account: Option<String>,
-    /// `--qos`.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub qos: Option<String>,
-    /// At most this many runs at once (the array's `%K`).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub max_parallel: Option<u32>,
-    /// Seconds before the time limit at which Slurm warns a run (SIGUSR1) so it checkpoints and
-    /// requeues itself (`--signal=B:USR1@N`; default 120).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub signal_seconds: Option<u32>,
-    /// Requeues per run before it is failed as one that cannot fit its time limit (default 3).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub max_requeues: Option<u32>,
-    /// More sbatch arguments, passed through as they are (site specifics: `--constraint=...`).
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub sbatch_args: Vec<String>,
 }
 
 /// One source->target pair of a spec.
@@ -218,7 +171,7 @@ fn error_path(spec: &Value) -> Option<String> {
             }
         }
         "slurm" => {
-            if let Some(key) = culprit::<SlurmSpec>(child) {
+            if let Some(key) = culprit::<SlurmSettings>(child) {
                 path += &format!(".{key}");
             }
         }

@@ -12,16 +12,18 @@
 //! 128 + its number: 130, 143).
 
 use std::path::{Path, PathBuf};
-use std::sync::atomic::AtomicBool;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
-use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
+use indicatif::ProgressBar;
 use signal_hook::SigId;
 
 use crate::config::TrainConfig;
-use crate::experiment::launcher::{signal_name, Failure, Job, Launcher, Stop, Unfinished};
+use crate::experiment::launcher::{signal_name, slurm, Failure, Job, Launcher, Stop, Unfinished};
+pub use crate::experiment::progress::progress_bar;
+use crate::experiment::progress::Progress;
 pub use crate::experiment::run_state::RunState;
 use crate::experiment::spec::{self, RunSpec, Spec};
 use crate::files::write_atomic;
@@ -44,6 +46,8 @@ pub struct SweepSummary {
     /// Runs left alone because another process held their lock: when the sweep started, or
     /// when their turn came.
     pub skipped: usize,
+    /// Runs left alone because an earlier submission has them pending or running on Slurm.
+    pub queued: usize,
     /// Launched runs that ended done (also one that another process finished meanwhile).
     pub finished: Vec<PathBuf>,
     /// Launched runs that failed.
@@ -61,7 +65,7 @@ impl SweepSummary {
     /// that stopped it (130 for SIGINT, 143 for SIGTERM), as a shell reports a process killed
     /// by it.
     pub fn exit_status(&self) -> u8 {
-        self.interrupted_by.map_or(0, |sig| 128u8.saturating_add(sig.clamp(0, 127) as u8))
+        self.interrupted_by.map_or(0, crate::train::metrics::signal_exit_code)
     }
 }
 
@@ -100,8 +104,14 @@ pub fn sweep_spec(spec: &Spec, results_root: &Path, launcher: &dyn Launcher, exe
     let new = count(|s| *s == RunState::New);
     let in_use = count(|s| matches!(s, RunState::InUse(_)));
     let executes = launcher.executes();
+    // A launcher whose runs execute elsewhere (Slurm) is handed the runs in use too: the lock
+    // may be one of its own tasks', which it knows and counts.
+    let elsewhere = executes && !launcher.runs_here();
     // Executed: the runs not done and not in use. Listed: all of them.
-    let pending = |s: &RunState| !executes || matches!(s, RunState::Incomplete | RunState::New);
+    let pending = |s: &RunState| {
+        !executes || matches!(s, RunState::Incomplete | RunState::New) || (elsewhere && matches!(s, RunState::InUse(_)))
+    };
+    let in_use = if elsewhere { 0 } else { in_use };
 
     // Threads are checked where the runs execute: here, for a local sweep and its dry run.
     if launcher.runs_here() {
@@ -109,6 +119,9 @@ pub fn sweep_spec(spec: &Spec, results_root: &Path, launcher: &dyn Launcher, exe
             crate::config::check_threads(run.config.threads)
                 .with_context(|| format!("spec {}: `train.threads`", spec.file()))?;
         }
+    }
+    if executes && launcher.runs_here() {
+        refuse_runs_on_slurm(spec, results_root, &runs, &states)?;
     }
     if executes {
         spec.check_domains()?;
@@ -119,7 +132,9 @@ pub fn sweep_spec(spec: &Spec, results_root: &Path, launcher: &dyn Launcher, exe
         write_atomic(&exp_dir.join("spec.json"), spec.to_json().as_bytes())?;
         for (run, state) in runs.iter().zip(&states) {
             if let RunState::InUse(pid) = state {
-                eprintln!("skipping {}: in use by process {pid}", run.dir.display());
+                if !elsewhere {
+                    eprintln!("skipping {}: in use by process {pid}", run.dir.display());
+                }
             } else if pending(state) {
                 std::fs::create_dir_all(&run.dir).with_context(|| format!("creating {}", run.dir.display()))?;
                 write_atomic(
@@ -134,12 +149,20 @@ pub fn sweep_spec(spec: &Spec, results_root: &Path, launcher: &dyn Launcher, exe
     let dry_check = if executes { Ok(()) } else { spec.check_domains().and_then(|()| spec.check_weights()) };
     let jobs: Vec<Job> =
         runs.iter().zip(&states).filter(|(_, s)| pending(s)).map(|(run, &s)| Job::new(run, s, exe)).collect();
-    let launched = if executes { jobs.len() } else { 0 };
+    let handed = if executes { jobs.len() } else { 0 };
     let dirs: Vec<PathBuf> = if executes { jobs.iter().map(|j| j.dir.clone()).collect() } else { Vec::new() };
     let progress = progress_bar(runs.len(), done_before, executes);
     let (failures, interrupted_by) = if executes {
         let caught = CaughtSignals::install()?;
-        let failures = launcher.launch_until(jobs, &progress, &caught.stop);
+        let ticking = AtomicBool::new(launcher.runs_here());
+        let failures = std::thread::scope(|scope| {
+            if ticking.load(Ordering::SeqCst) {
+                scope.spawn(|| tick(&dirs, &progress, &ticking));
+            }
+            let failures = launcher.launch_until(jobs, &progress, &caught.stop);
+            ticking.store(false, Ordering::SeqCst);
+            failures
+        });
         (failures?, caught.stop.signal())
     } else {
         (launcher.launch(jobs, &progress)?, None)
@@ -151,7 +174,12 @@ pub fn sweep_spec(spec: &Spec, results_root: &Path, launcher: &dyn Launcher, exe
     let failed = of(|k| *k == Unfinished::Failed);
     let interrupted = of(|k| *k == Unfinished::Interrupted);
     let not_started = of(|k| *k == Unfinished::NotStarted);
-    let skipped = in_use + of(|k| matches!(k, Unfinished::InUse(_))).len();
+    let skipped_late = of(|k| matches!(k, Unfinished::InUse(_))).len();
+    let skipped = in_use + skipped_late;
+    let queued = of(|k| *k == Unfinished::Queued).len();
+    // Runs handed over but left alone (in use when their turn came, or on the cluster) were
+    // not launched.
+    let launched = handed - skipped_late - queued;
     let finished: Vec<PathBuf> = dirs.into_iter().filter(|d| failures.iter().all(|f| &f.dir != d)).collect();
     let summary = SweepSummary {
         name: spec.name.clone(),
@@ -161,6 +189,7 @@ pub fn sweep_spec(spec: &Spec, results_root: &Path, launcher: &dyn Launcher, exe
         new,
         launched,
         skipped,
+        queued,
         finished,
         failed: failed.len(),
         interrupted: interrupted.iter().map(|f| f.dir.clone()).collect(),
@@ -181,6 +210,9 @@ pub fn sweep_spec(spec: &Spec, results_root: &Path, launcher: &dyn Launcher, exe
         summary.total,
         failed.len()
     );
+    if queued > 0 {
+        line += &format!(", {queued} already pending or running on Slurm");
+    }
     if skipped > 0 {
         line += &format!(", {skipped} skipped (in use by another process)");
     }
@@ -339,19 +371,60 @@ fn recorded_threads(dir: &Path) -> Option<usize> {
     (config.threads > 0).then_some(config.threads)
 }
 
-/// Overall progress: runs ended out of the grid, elapsed time, ETA (from the runs of this sweep).
-pub(crate) fn progress_bar(total: usize, done_before: usize, visible: bool) -> ProgressBar {
-    if !visible {
-        return ProgressBar::hidden();
+/// Until `ticking` is lowered, once a second: the bar's message from `dirs`' folders (the runs
+/// in use are the running ones, the rest not done are waiting).
+fn tick(dirs: &[PathBuf], progress: &ProgressBar, ticking: &AtomicBool) {
+    let mut tracker = Progress::default();
+    let mut ended: Vec<&PathBuf> = Vec::new();
+    while ticking.load(Ordering::SeqCst) {
+        let (mut running, mut waiting) = (Vec::new(), Vec::new());
+        let open: Vec<&PathBuf> = dirs.iter().filter(|d| !ended.contains(d)).collect();
+        for dir in open {
+            match RunState::read(dir) {
+                RunState::Done => {
+                    tracker.ended(dir);
+                    ended.push(dir);
+                }
+                RunState::InUse(_) => running.push(dir.clone()),
+                RunState::Incomplete | RunState::New => waiting.push(dir.clone()),
+            }
+        }
+        progress.set_message(tracker.message(&running, &waiting));
+        for _ in 0..10 {
+            if !ticking.load(Ordering::SeqCst) {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
     }
-    let bar = ProgressBar::with_draw_target(Some(total as u64), ProgressDrawTarget::stderr());
-    bar.set_style(
-        ProgressStyle::with_template("{elapsed_precise} [{bar:30}] {pos}/{len} runs, ETA {eta}")
-            .expect("valid template")
-            .progress_chars("=> "),
-    );
-    bar.set_position(done_before as u64);
-    bar.reset_eta();
-    bar.enable_steady_tick(Duration::from_secs(1));
-    bar
+}
+
+/// A local sweep refuses runs that a Slurm array of the experiment has pending or running:
+/// both would train them. Where Slurm cannot be asked, it says so and goes on.
+fn refuse_runs_on_slurm(spec: &Spec, results_root: &Path, runs: &[RunSpec], states: &[RunState]) -> Result<()> {
+    let exp_dir = results_root.join(&spec.name);
+    let open: Vec<PathBuf> =
+        runs.iter().zip(states).filter(|(_, s)| **s != RunState::Done).map(|(r, _)| r.dir.clone()).collect();
+    match slurm::on_cluster(&exp_dir, &open) {
+        Ok(queued) if !queued.is_empty() => {
+            let commands = slurm::Commands::new(&spec.path, results_root, None);
+            bail!(
+                "{} runs of {} are pending or running on Slurm; a local sweep would train them too: `{}` waits for \
+                 them, `{}` cancels them:\n{}",
+                queued.len(),
+                spec.name,
+                commands.wait(),
+                commands.cancel(),
+                queued.join("\n")
+            )
+        }
+        Ok(_) => Ok(()),
+        Err(e) => {
+            eprintln!(
+                "warning: could not ask Slurm whether runs of {} are on the cluster ({e:#}); going on",
+                spec.name
+            );
+            Ok(())
+        }
+    }
 }

@@ -206,6 +206,50 @@ pub enum Status {
     Failed,
 }
 
+/// `deep-coral sweep --status` / `--wait` while runs are still to finish and none failed
+/// (EX_TEMPFAIL: look again later).
+pub const EXIT_UNFINISHED: u8 = 75;
+
+/// The exit code of a process stopped by signal `sig`, as a shell reports it: 128 + `sig` (130
+/// for SIGINT, 143 for SIGTERM).
+pub fn signal_exit_code(sig: i32) -> u8 {
+    128u8.saturating_add(sig.clamp(0, 127) as u8)
+}
+
+impl Status {
+    /// Every status, in declaration order.
+    pub const ALL: [Status; 5] = [Status::Running, Status::Done, Status::Diverged, Status::Interrupted, Status::Failed];
+
+    /// The exit code of `deep-coral train` for a run that ended so: 0 done, 3 diverged, 130
+    /// interrupted (by SIGINT, SIGTERM or SIGUSR1, checkpointed), 1 otherwise. The one place
+    /// these numbers are written; everything else asks here.
+    pub const fn exit_code(self) -> u8 {
+        match self {
+            Status::Done => 0,
+            Status::Diverged => 3,
+            Status::Interrupted => 130,
+            Status::Running | Status::Failed => 1,
+        }
+    }
+
+    /// The status a `train` exit code says, where it says one besides "failed": done,
+    /// diverged, interrupted.
+    pub fn of_exit_code(code: i32) -> Option<Status> {
+        [Status::Done, Status::Diverged, Status::Interrupted].into_iter().find(|s| i32::from(s.exit_code()) == code)
+    }
+
+    /// As run.json writes it: `running`, `done`, `diverged`, `interrupted`, `failed`.
+    pub fn name(self) -> &'static str {
+        match self {
+            Status::Running => "running",
+            Status::Done => "done",
+            Status::Diverged => "diverged",
+            Status::Interrupted => "interrupted",
+            Status::Failed => "failed",
+        }
+    }
+}
+
 /// Library versions recorded with every run.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Versions {
@@ -301,6 +345,17 @@ impl RunRecord {
 mod tests {
     use super::*;
     use crate::train::csv_log::CsvLog;
+
+    #[test]
+    fn a_status_names_itself_as_run_json_does_and_has_one_exit_code() {
+        for s in Status::ALL {
+            assert_eq!(serde_json::to_string(&s).unwrap(), format!("\"{}\"", s.name()));
+        }
+        assert_eq!(Status::ALL.map(Status::exit_code), [1, 0, 3, 130, 1]);
+        assert_eq!(Status::of_exit_code(130), Some(Status::Interrupted));
+        assert_eq!(Status::of_exit_code(3), Some(Status::Diverged));
+        assert_eq!(Status::of_exit_code(1), None);
+    }
 
     fn row(i: usize) -> MetricsRow {
         MetricsRow {

@@ -1,6 +1,8 @@
 //! Helpers shared by the integration tests: where things are, how to run the binary.
 #![allow(dead_code)]
 
+pub mod slurm;
+
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 

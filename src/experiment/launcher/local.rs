@@ -2,7 +2,7 @@
 
 use std::collections::VecDeque;
 use std::os::unix::process::ExitStatusExt;
-use std::process::{ExitStatus, Stdio};
+use std::process::ExitStatus;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
@@ -13,6 +13,7 @@ use indicatif::ProgressBar;
 use super::{signal_name, Failure, Job, Launcher, Stop, Unfinished};
 use crate::experiment::run_state::RunState;
 use crate::files::RunLock;
+use crate::train::metrics::Status;
 
 /// How often a worker looks at its child and at the stop flag.
 const POLL: Duration = Duration::from_millis(50);
@@ -106,7 +107,7 @@ fn run_job(job: &Job, stop: &Stop, progress: &ProgressBar, announce: &dyn Fn(i32
                 eprintln!("interrupted {dir} ({}); the next sweep resumes it; log: {}", f.reason, log.display())
             }
             Unfinished::InUse(_) => eprintln!("skipping {dir}: {}", f.reason),
-            Unfinished::Failed | Unfinished::NotStarted => {
+            Unfinished::Failed | Unfinished::NotStarted | Unfinished::Queued => {
                 eprintln!("FAILED  {dir} ({}); log: {}", f.reason, log.display())
             }
         },
@@ -118,15 +119,7 @@ fn run_job(job: &Job, stop: &Stop, progress: &ProgressBar, announce: &dyn Fn(i32
 /// it, and says how it ended.
 fn run_child(job: &Job, stop: &Stop, announce: &dyn Fn(i32)) -> Result<(), Failure> {
     let failed = |reason: String| job.unfinished(Unfinished::Failed, reason);
-    let log = job.open_log().map_err(failed)?;
-    let err_log = log.try_clone().map_err(|e| failed(format!("opening {}: {e}", job.log_path().display())))?;
-    let mut child = job
-        .command()
-        .stdin(Stdio::null())
-        .stdout(log)
-        .stderr(err_log)
-        .spawn()
-        .map_err(|e| failed(format!("could not start {}: {e}", job.program.display())))?;
+    let (mut child, _) = job.spawn_logged(None).map_err(failed)?;
     let mut forwarded = None;
     let status = loop {
         match child.try_wait() {
@@ -157,7 +150,7 @@ fn ended(job: &Job, status: ExitStatus, stop: Option<i32>) -> Result<(), Failure
         };
     }
     // `train` stopped by SIGINT or SIGTERM: it checkpointed and wrote "interrupted".
-    if status.code() == Some(130) {
+    if status.code() == Some(i32::from(Status::Interrupted.exit_code())) {
         return Err(job.unfinished(Unfinished::Interrupted, status.to_string()));
     }
     // Killed by the stop's signal before its handler was in place (the first milliseconds of

@@ -8,16 +8,17 @@
 //! builds the command (fresh or `--resume`, see [`Job::new`]). Run state lives on disk only, so a
 //! launcher keeps no records of its own: a sweep run again picks up whatever did not finish.
 //!
-//! The launchers, one file each:
+//! The launchers, one file (or folder) each:
 //! - [`Local`] (`local.rs`): up to N `train` children at once on this machine;
-//! - [`DryRun`] (`dry_run.rs`): prints every job's state, folder and command, runs nothing.
+//! - [`DryRun`] (`dry_run.rs`): prints every job's state, folder and command, runs nothing;
+//! - [`slurm::Slurm`] (`slurm/`): one Slurm job array, one task per run, each task running its
+//!   `train` on a node; `--status`, `--wait` and `--cancel` beside it.
 //!
-//! Adding one (a Slurm launcher is next, as `slurm.rs`; DomainBed's `command_launchers.py` is
-//! the model): a new file here with a type that implements [`Launcher`], re-exported below, and
-//! a way to pick it in `main.rs`'s `sweep` arm. What a launcher owes the sweep:
-//! - run each job's [`Job::command_line`] (or [`Job::program`] + [`Job::args`]) with its
-//!   output appended to [`Job::log_path`] (the header line of [`Job::open_log`] helps a reader
-//!   of the log tell the attempts apart);
+//! Adding one (DomainBed's `command_launchers.py` is the model): a new file here with a type
+//! that implements [`Launcher`], re-exported below, and a way to pick it in `main.rs`'s `sweep`
+//! arm. What a launcher owes the sweep:
+//! - run each job with [`Job::spawn_logged`], which appends its output to [`Job::log_path`]
+//!   after a header line that helps a reader of the log tell the attempts apart;
 //! - a failure of one run never stops the others; `Err` only when the launcher itself breaks;
 //! - when the sweep's [`Stop`] is raised (SIGINT or SIGTERM to the sweep): start no more runs,
 //!   pass the signal on to the running ones (`train` then finishes its iteration, checkpoints
@@ -26,7 +27,8 @@
 //!   launcher that overrides only [`Launcher::launch`] ignores the stop and runs everything;
 //! - a run whose lock another process holds is not started ([`RunState::InUse`], read again
 //!   when its turn comes, since the sweep's reading may be hours old) but reported as
-//!   [`Unfinished::InUse`];
+//!   [`Unfinished::InUse`]; a run a launcher leaves to an earlier submission of its own (a Slurm
+//!   task still pending or running) is reported as [`Unfinished::Queued`];
 //! - say in [`Launcher::threads_per_run`] how many libtorch threads each run should take, and in
 //!   [`Launcher::executes`] whether it runs anything at all.
 //!
@@ -34,16 +36,18 @@
 
 mod dry_run;
 mod local;
+mod shell;
 pub mod slurm;
 
 pub use dry_run::DryRun;
 pub use local::Local;
+pub use shell::shell_quote;
 
 use std::ffi::OsString;
 use std::fs::{File, OpenOptions};
 use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::process::Command;
+use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
@@ -119,6 +123,27 @@ impl Job {
         Ok(log)
     }
 
+    /// Starts the job's command with stdin closed and stdout and stderr appended to its
+    /// train.log, after the attempt's header line ([`Job::open_log`]) and `header`, if given: the
+    /// one way every launcher starts a run. Returns the child and the log, for notes after it.
+    pub fn spawn_logged(&self, header: Option<&str>) -> Result<(Child, File), String> {
+        let mut log = self.open_log()?;
+        let path = self.log_path();
+        if let Some(h) = header {
+            writeln!(log, "{h}").map_err(|e| format!("writing {}: {e}", path.display()))?;
+        }
+        let clone = || log.try_clone().map_err(|e| format!("opening {}: {e}", path.display()));
+        let (out, err) = (clone()?, clone()?);
+        let child = self
+            .command()
+            .stdin(Stdio::null())
+            .stdout(out)
+            .stderr(err)
+            .spawn()
+            .map_err(|e| format!("could not start {}: {e}", self.program.display()))?;
+        Ok((child, log))
+    }
+
     /// The command as one shell line (arguments with spaces or quotes are single-quoted).
     pub fn command_line(&self) -> String {
         std::iter::once(self.program.as_os_str())
@@ -149,16 +174,6 @@ impl Job {
     }
 }
 
-/// `s` as one shell word.
-pub fn shell_quote(s: &std::ffi::OsStr) -> String {
-    let s = s.to_string_lossy();
-    if !s.is_empty() && s.chars().all(|c| c.is_ascii_alphanumeric() || "-_./=:+,@".contains(c)) {
-        s.into_owned()
-    } else {
-        format!("'{}'", s.replace('\'', r"'\''"))
-    }
-}
-
 /// A run that did not finish, with why and where its output went.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Failure {
@@ -181,6 +196,8 @@ pub enum Unfinished {
     InUse(u32),
     /// The sweep was stopped before the run's turn came.
     NotStarted,
+    /// Left alone: a task of an earlier submission has it pending or running on the cluster.
+    Queued,
 }
 
 /// A sweep's request to stop early: the number of the signal that asked (SIGINT, SIGTERM), or

@@ -20,7 +20,7 @@ use plotters::prelude::*;
 
 use super::canvas::{font, perr, Figure, GREY};
 use crate::config::Method;
-use crate::experiment::report::{self, Lambda, Transfer};
+use crate::experiment::report::{self, Lambda, DomainShift};
 use crate::train::metrics::MetricsRow;
 
 /// Figure size in pixels (three 600x500 panels).
@@ -118,7 +118,7 @@ pub fn read_authors_curves(path: &Path) -> Result<BTreeMap<String, AuthorsCurve>
 
 /// The authors' shift name for a transfer: amazon -> a, dslr -> d, webcam -> w, e.g. `a_w`;
 /// `None` for other domains.
-pub fn authors_shift(t: &Transfer) -> Option<String> {
+pub fn authors_shift(t: &DomainShift) -> Option<String> {
     let short = |d: &str| match d {
         "amazon" => Some("a"),
         "dslr" => Some("d"),
@@ -157,7 +157,7 @@ impl LambdaCurves {
 /// Everything one figure shows.
 #[derive(Debug, Clone)]
 pub struct TransferFigure {
-    pub transfer: Transfer,
+    pub transfer: DomainShift,
     /// Ascending lambda; lambda = 0 first when present.
     pub curves: Vec<LambdaCurves>,
     pub authors: Option<AuthorsCurve>,
@@ -447,7 +447,7 @@ pub fn figures(exp: &report::read::Experiment, paper_curves: Option<&Path>) -> R
         })?,
         None => BTreeMap::new(),
     };
-    let mut by_transfer: BTreeMap<Transfer, BTreeMap<Lambda, Vec<Vec<MetricsRow>>>> = BTreeMap::new();
+    let mut by_transfer: BTreeMap<DomainShift, BTreeMap<Lambda, Vec<Vec<MetricsRow>>>> = BTreeMap::new();
     for run in exp.done.iter().filter(|r| r.found.method() == Method::Coral) {
         let (transfer, lambda) = (run.found.transfer(), Lambda(run.found.lambda()));
         by_transfer.entry(transfer).or_default().entry(lambda).or_default().push(run.logs.rows.clone());
@@ -502,9 +502,9 @@ mod tests {
 
     #[test]
     fn authors_shift_names() {
-        assert_eq!(authors_shift(&Transfer::new("amazon", "webcam")).as_deref(), Some("a_w"));
-        assert_eq!(authors_shift(&Transfer::new("webcam", "dslr")).as_deref(), Some("w_d"));
-        assert_eq!(authors_shift(&Transfer::new("caltech10", "dslr")), None);
+        assert_eq!(authors_shift(&DomainShift::new("amazon", "webcam")).as_deref(), Some("a_w"));
+        assert_eq!(authors_shift(&DomainShift::new("webcam", "dslr")).as_deref(), Some("w_d"));
+        assert_eq!(authors_shift(&DomainShift::new("caltech10", "dslr")), None);
     }
 
     #[test]

@@ -13,12 +13,12 @@ use super::canvas::{font, perr, Figure};
 use super::curves::{band, draw_band, draw_legend, draw_mesh, BandPoint, ADAPTED_COLORS, ZERO_COLOR};
 use crate::config::Method;
 use crate::experiment::report::read::Experiment;
-use crate::experiment::report::{self, Lambda, Transfer};
+use crate::experiment::report::{self, Lambda, DomainShift};
 use crate::train::metrics::MetricsRow;
 
 /// One transfer's target-accuracy curves, one per (method, lambda).
 pub struct MethodsFigure {
-    pub transfer: Transfer,
+    pub transfer: DomainShift,
     /// Label, seeds, and the mean/min/max per iteration, in method order.
     pub series: Vec<(String, usize, Vec<BandPoint>)>,
 }
@@ -37,7 +37,7 @@ pub fn figures(exp: &Experiment) -> Vec<MethodsFigure> {
     if methods.len() < 2 {
         return Vec::new();
     }
-    let mut cells: BTreeMap<Transfer, BTreeMap<(Method, Lambda), Vec<Vec<MetricsRow>>>> = BTreeMap::new();
+    let mut cells: BTreeMap<DomainShift, BTreeMap<(Method, Lambda), Vec<Vec<MetricsRow>>>> = BTreeMap::new();
     for d in &exp.done {
         let key = (d.found.method(), Lambda(d.found.lambda()));
         cells.entry(d.found.transfer()).or_default().entry(key).or_default().push(d.logs.rows.clone());

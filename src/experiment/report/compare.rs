@@ -19,13 +19,13 @@ use anyhow::{bail, Result};
 use super::read::{self, DoneRun, FoundRun};
 use super::render::{fmt_effect, fmt_mean_sd, markdown_table};
 use super::stats::{Effect, Stat};
-use super::{Lambda, Transfer};
+use super::{Lambda, DomainShift};
 use crate::train::metrics::{MetricsRow, StepRow};
 
 /// The comparison of one (transfer, lambda) over the seeds both folders have done.
 #[derive(Debug, Clone)]
 pub struct CellComparison {
-    pub transfer: Transfer,
+    pub transfer: DomainShift,
     pub lambda: f64,
     pub seeds: Vec<u64>,
     /// Final target accuracy (%), A and B.
@@ -69,7 +69,7 @@ pub fn compare(a: &Path, b: &Path) -> Result<Comparison> {
         bail!("{} and {} have no done run in common (the same transfer, lambda and seed)", a.display(), b.display());
     };
     let config_changes = config_changes(&first.0.found, &first.1.found)?;
-    let mut cells: BTreeMap<(Transfer, Lambda), Vec<PairNumbers>> = BTreeMap::new();
+    let mut cells: BTreeMap<(DomainShift, Lambda), Vec<PairNumbers>> = BTreeMap::new();
     for (ra, rb) in &pairs {
         cells.entry((ra.found.transfer(), Lambda(ra.found.lambda()))).or_default().push(PairNumbers::of(ra, rb));
     }

@@ -56,14 +56,16 @@ pub fn domain_short(name: &str) -> &str {
     }
 }
 
-/// A source -> target domain pair.
+/// A source -> target domain pair, as the report's columns and the paper's table have them
+/// (the paper's word: a domain shift). The spec's block of a pair and its lambdas is
+/// `spec::Transfer`.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub struct Transfer {
+pub struct DomainShift {
     pub source: String,
     pub target: String,
 }
 
-impl Transfer {
+impl DomainShift {
     pub fn new(source: &str, target: &str) -> Self {
         Self { source: source.to_string(), target: target.to_string() }
     }
@@ -75,7 +77,7 @@ impl Transfer {
 
     /// The experiment's folder for this transfer, e.g. `amazon_webcam`.
     pub fn dir_name(&self) -> String {
-        format!("{}_{}", self.source, self.target)
+        crate::experiment::run_id::transfer_dir(&self.source, &self.target)
     }
 }
 
@@ -107,12 +109,12 @@ pub struct Report {
     /// lambdas ascending.
     pub groups: Vec<GroupSummary>,
     /// Transfers in column order (including those with only incomplete runs).
-    pub columns: Vec<Transfer>,
+    pub columns: Vec<DomainShift>,
     pub incomplete: Vec<IncompleteRun>,
     pub missing: Vec<MissingRun>,
     /// Transfers with no done lambda = 0 run, and with no done lambda > 0 run.
-    pub no_baseline: Vec<Transfer>,
-    pub no_adapted: Vec<Transfer>,
+    pub no_baseline: Vec<DomainShift>,
+    pub no_adapted: Vec<DomainShift>,
     pub paper: Option<PaperTable>,
     /// CORAL against lambda = 0, per transfer and adapted lambda.
     pub paired: Vec<paired::Paired>,

@@ -18,7 +18,7 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use super::read::RunResult;
 use super::stats::{is_baseline, Effect, Stat};
-use super::Transfer;
+use super::DomainShift;
 use crate::config::Method;
 use crate::experiment::rule::{self, WindowLosses};
 
@@ -26,7 +26,7 @@ use crate::experiment::rule::{self, WindowLosses};
 /// the seeds both have done.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Paired {
-    pub transfer: Transfer,
+    pub transfer: DomainShift,
     pub method: Method,
     pub lambda: f64,
     pub seeds: Vec<u64>,
@@ -63,8 +63,8 @@ impl Paired {
 
 /// Every (transfer, method, lambda) but the CNN itself with at least one seed that the CNN
 /// also has; in the order of `columns`, then methods (coral, ddc, dan), lambdas ascending.
-pub fn pair(results: &[RunResult], columns: &[Transfer]) -> Vec<Paired> {
-    type Cell<'a> = (&'a Transfer, Method, super::Lambda);
+pub fn pair(results: &[RunResult], columns: &[DomainShift]) -> Vec<Paired> {
+    type Cell<'a> = (&'a DomainShift, Method, super::Lambda);
     let mut by_cell: BTreeMap<Cell, BTreeMap<u64, &RunResult>> = BTreeMap::new();
     for r in results {
         by_cell.entry((&r.transfer, r.method, super::Lambda(r.lambda))).or_default().insert(r.seed, r);
@@ -134,7 +134,7 @@ pub fn averages(paired: &[Paired], results: &[RunResult]) -> Vec<Average> {
 /// The average over `paired`, rows of one method (see [`Average`]); `None` when a transfer has
 /// several lambdas (which one would count?) or no seed is common to every row.
 pub fn average(paired: &[Paired], results: &[RunResult]) -> Option<Average> {
-    let transfers: BTreeSet<&Transfer> = paired.iter().map(|p| &p.transfer).collect();
+    let transfers: BTreeSet<&DomainShift> = paired.iter().map(|p| &p.transfer).collect();
     if paired.is_empty() || transfers.len() != paired.len() || paired.iter().any(|p| p.method != paired[0].method) {
         return None;
     }
@@ -146,7 +146,7 @@ pub fn average(paired: &[Paired], results: &[RunResult]) -> Option<Average> {
         return None;
     }
     let method = paired[0].method;
-    let acc = |t: &Transfer, method: Method, lambda: f64, seed: u64| {
+    let acc = |t: &DomainShift, method: Method, lambda: f64, seed: u64| {
         results
             .iter()
             .find(|r| {
@@ -188,7 +188,7 @@ mod tests {
 
     fn run(target: &str, lambda: f64, seed: u64, acc: f64, coral: f64) -> RunResult {
         RunResult {
-            transfer: Transfer::new("amazon", target),
+            transfer: DomainShift::new("amazon", target),
             method: Method::Coral,
             lambda,
             seed,
@@ -215,7 +215,7 @@ mod tests {
             run("webcam", 0.8, 3, 0.99, 1.0), // no lambda = 0 partner: left out
             run("dslr", 0.5, 1, 0.9, 1.0),    // no baseline at all
         ];
-        let columns = [Transfer::new("amazon", "webcam"), Transfer::new("amazon", "dslr")];
+        let columns = [DomainShift::new("amazon", "webcam"), DomainShift::new("amazon", "dslr")];
         let paired = pair(&results, &columns);
         assert_eq!(paired.len(), 1);
         let p = &paired[0];
@@ -245,7 +245,7 @@ mod tests {
             run("dslr", 0.1, 2, 0.86, 1.0),
             run("dslr", 0.1, 3, 0.99, 1.0), // seed 3 is not in every row
         ];
-        let columns = [Transfer::new("amazon", "webcam"), Transfer::new("amazon", "dslr")];
+        let columns = [DomainShift::new("amazon", "webcam"), DomainShift::new("amazon", "dslr")];
         let paired = pair(&results, &columns);
         let avg = average(&paired, &results).unwrap();
         assert_eq!((avg.transfers, avg.seeds.clone()), (2, vec![1, 2]));

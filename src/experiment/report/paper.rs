@@ -8,7 +8,7 @@ use std::path::Path;
 use anyhow::{bail, Context, Result};
 use serde::Deserialize;
 
-use super::Transfer;
+use super::DomainShift;
 use crate::config::Method;
 
 /// The paper's transfers in Table 1's column order (A->D, A->W, D->A, D->W, W->A, W->D).
@@ -78,25 +78,25 @@ impl PaperTable {
         Ok(table)
     }
 
-    fn shift_index(&self, t: &Transfer) -> Option<usize> {
+    fn shift_index(&self, t: &DomainShift) -> Option<usize> {
         self.shifts.iter().position(|s| s.source == t.source && s.target == t.target)
     }
 
     /// The paper's number for `method` on transfer `t`, if the paper has one.
-    pub fn cell(&self, method: &str, t: &Transfer) -> Option<PaperCell> {
+    pub fn cell(&self, method: &str, t: &DomainShift) -> Option<PaperCell> {
         let m = self.methods.iter().find(|m| m.name == method)?;
         let i = self.shift_index(t)?;
         Some(PaperCell { mean: m.mean[i], pm: m.pm[i] })
     }
 
     /// The authors' lambda on transfer `t`.
-    pub fn lambda(&self, t: &Transfer) -> Option<f64> {
+    pub fn lambda(&self, t: &DomainShift) -> Option<f64> {
         self.shift_index(t).and_then(|i| self.shifts[i].lambda)
     }
 
     /// The paper's average over `columns`: the printed one when `columns` are exactly the
     /// paper's shifts, else the mean over `columns` (`None` if the paper lacks one of them).
-    pub fn avg(&self, method: &str, columns: &[Transfer]) -> Option<f64> {
+    pub fn avg(&self, method: &str, columns: &[DomainShift]) -> Option<f64> {
         let m = self.methods.iter().find(|m| m.name == method)?;
         let same = columns.len() == self.shifts.len()
             && columns.iter().zip(&self.shifts).all(|(c, s)| c.source == s.source && c.target == s.target);
@@ -120,12 +120,12 @@ pub fn paper_method_for(method: Method, lambda: f64) -> Option<&'static str> {
 
 /// The transfers in column order: the paper's order (its table's, or [`PAPER_SHIFTS`]) for
 /// those it has, then the others sorted by source and target.
-pub fn column_order(transfers: &BTreeSet<Transfer>, paper: Option<&PaperTable>) -> Vec<Transfer> {
-    let paper_order: Vec<Transfer> = match paper {
-        Some(p) => p.shifts.iter().map(|s| Transfer::new(&s.source, &s.target)).collect(),
-        None => PAPER_SHIFTS.iter().map(|(s, t)| Transfer::new(s, t)).collect(),
+pub fn column_order(transfers: &BTreeSet<DomainShift>, paper: Option<&PaperTable>) -> Vec<DomainShift> {
+    let paper_order: Vec<DomainShift> = match paper {
+        Some(p) => p.shifts.iter().map(|s| DomainShift::new(&s.source, &s.target)).collect(),
+        None => PAPER_SHIFTS.iter().map(|(s, t)| DomainShift::new(s, t)).collect(),
     };
-    let mut out: Vec<Transfer> = paper_order.iter().filter(|t| transfers.contains(t)).cloned().collect();
+    let mut out: Vec<DomainShift> = paper_order.iter().filter(|t| transfers.contains(t)).cloned().collect();
     out.extend(transfers.iter().filter(|t| !paper_order.contains(t)).cloned());
     out
 }
@@ -141,31 +141,31 @@ pub(super) mod tests {
 
     #[test]
     fn short_names_and_column_order() {
-        assert_eq!(Transfer::new("amazon", "webcam").label(), "A->W");
-        assert_eq!(Transfer::new("caltech10", "dslr").label(), "C->D");
-        assert_eq!(Transfer::new("clipart", "amazon").label(), "clipart->A");
-        let set: BTreeSet<Transfer> =
+        assert_eq!(DomainShift::new("amazon", "webcam").label(), "A->W");
+        assert_eq!(DomainShift::new("caltech10", "dslr").label(), "C->D");
+        assert_eq!(DomainShift::new("clipart", "amazon").label(), "clipart->A");
+        let set: BTreeSet<DomainShift> =
             [("webcam", "dslr"), ("caltech10", "amazon"), ("amazon", "dslr"), ("amazon", "caltech10")]
                 .iter()
-                .map(|(s, t)| Transfer::new(s, t))
+                .map(|(s, t)| DomainShift::new(s, t))
                 .collect();
-        let labels: Vec<String> = column_order(&set, None).iter().map(Transfer::label).collect();
+        let labels: Vec<String> = column_order(&set, None).iter().map(DomainShift::label).collect();
         assert_eq!(labels, ["A->D", "W->D", "A->C", "C->A"]);
     }
 
     #[test]
     fn paper_table_cells_and_averages() {
         let p = paper();
-        let aw = Transfer::new("amazon", "webcam");
+        let aw = DomainShift::new("amazon", "webcam");
         assert_eq!(p.cell("D-CORAL", &aw), Some(PaperCell { mean: 66.4, pm: Some(0.4) }));
         assert_eq!(p.cell("CORAL", &aw), Some(PaperCell { mean: 64.3, pm: None }));
-        assert_eq!(p.lambda(&Transfer::new("dslr", "webcam")), Some(0.0001));
-        assert_eq!(p.cell("CNN", &Transfer::new("amazon", "caltech10")), None);
+        assert_eq!(p.lambda(&DomainShift::new("dslr", "webcam")), Some(0.0001));
+        assert_eq!(p.cell("CNN", &DomainShift::new("amazon", "caltech10")), None);
         // All six columns: the printed average (DDC prints 70.6; its six means give 70.67).
-        let all: Vec<Transfer> = PAPER_SHIFTS.iter().map(|(s, t)| Transfer::new(s, t)).collect();
+        let all: Vec<DomainShift> = PAPER_SHIFTS.iter().map(|(s, t)| DomainShift::new(s, t)).collect();
         assert_eq!(p.avg("DDC", &all), Some(70.6));
         // A subset: the mean over it.
         assert!((p.avg("CNN", &all[..2]).unwrap() - 62.7).abs() < 1e-9);
-        assert_eq!(p.avg("CNN", &[Transfer::new("amazon", "caltech10")]), None);
+        assert_eq!(p.avg("CNN", &[DomainShift::new("amazon", "caltech10")]), None);
     }
 }

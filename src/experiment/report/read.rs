@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context, Result};
 
-use super::{Lambda, Transfer};
+use super::{Lambda, DomainShift};
 use crate::config::Method;
 use crate::experiment::rule::{self, WindowLosses};
 use crate::experiment::run_id;
@@ -25,8 +25,8 @@ pub struct FoundRun {
 }
 
 impl FoundRun {
-    pub fn transfer(&self) -> Transfer {
-        Transfer::new(&self.record.config.source, &self.record.config.target)
+    pub fn transfer(&self) -> DomainShift {
+        DomainShift::new(&self.record.config.source, &self.record.config.target)
     }
 
     pub fn method(&self) -> Method {
@@ -50,7 +50,7 @@ pub struct IncompleteRun {
     /// Path relative to the experiment folder, e.g. `amazon_webcam/lambda_0.8/seed_3`.
     pub rel_dir: PathBuf,
     /// `None` where the folder name could not be read as `<source>_<target>`.
-    pub transfer: Option<Transfer>,
+    pub transfer: Option<DomainShift>,
     pub method: Method,
     pub lambda: Option<f64>,
     pub seed: Option<u64>,
@@ -264,10 +264,10 @@ struct UnreadRun {
 impl UnreadRun {
     /// Names the transfer after a known run in the same folder (`known`, by folder name), else
     /// splits `<source>_<target>` when there is exactly one underscore.
-    fn into_incomplete(self, known: &BTreeMap<String, Transfer>) -> IncompleteRun {
+    fn into_incomplete(self, known: &BTreeMap<String, DomainShift>) -> IncompleteRun {
         let transfer = known.get(&self.transfer_name).cloned().or_else(|| {
             let parts: Vec<&str> = self.transfer_name.split('_').collect();
-            (parts.len() == 2).then(|| Transfer::new(parts[0], parts[1]))
+            (parts.len() == 2).then(|| DomainShift::new(parts[0], parts[1]))
         });
         IncompleteRun {
             rel_dir: self.rel_dir,
@@ -346,7 +346,7 @@ pub fn load_experiment(experiment_dir: &Path) -> Result<Experiment> {
             experiment_dir.display()
         );
     }
-    let mut known: BTreeMap<String, Transfer> = BTreeMap::new();
+    let mut known: BTreeMap<String, DomainShift> = BTreeMap::new();
     for d in &done {
         let t = d.found.transfer();
         known.insert(t.dir_name(), t);
@@ -399,7 +399,7 @@ fn evaluations(d: &DoneRun) -> Result<Vec<RunResult>> {
 /// What the report takes from one done run (accuracies as fractions), read by [`run_result`].
 #[derive(Debug, Clone, PartialEq)]
 pub struct RunResult {
-    pub transfer: Transfer,
+    pub transfer: DomainShift,
     pub method: Method,
     pub lambda: f64,
     pub seed: u64,
@@ -462,7 +462,7 @@ mod tests {
     fn incomplete_runs_are_described() {
         let r = IncompleteRun {
             rel_dir: PathBuf::from("amazon_webcam/lambda_0.8/seed_3"),
-            transfer: Some(Transfer::new("amazon", "webcam")),
+            transfer: Some(DomainShift::new("amazon", "webcam")),
             method: Method::Coral,
             lambda: Some(0.8),
             seed: Some(3),
@@ -531,7 +531,7 @@ mod tests {
         assert_eq!(found.done.len(), 1, "{:#?}", found.incomplete);
         let run = &found.done[0];
         let (run, result) = (&run.found, &run.result);
-        assert_eq!((run.transfer(), run.lambda(), run.seed()), (Transfer::new("amazon", "webcam"), 0.8, 1));
+        assert_eq!((run.transfer(), run.lambda(), run.seed()), (DomainShift::new("amazon", "webcam"), 0.8, 1));
         assert_eq!(run.record.final_target_acc, None);
         assert_eq!(result.final_acc, 0.6, "the last row's, where run.json has none");
 
@@ -554,7 +554,7 @@ mod tests {
         let unknown = &found.incomplete[1];
         assert_eq!(
             (unknown.transfer.clone(), unknown.lambda, unknown.seed, unknown.iterations_done),
-            (Some(Transfer::new("amazon", "webcam")), Some(0.8), Some(3), None)
+            (Some(DomainShift::new("amazon", "webcam")), Some(0.8), Some(3), None)
         );
         let odd = &found.incomplete[3];
         assert_eq!((odd.transfer.clone(), odd.lambda, odd.seed), (None, Some(0.0), Some(4)));

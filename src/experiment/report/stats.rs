@@ -6,7 +6,7 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use super::paper::{column_order, paper_method_for, PaperCell, PaperTable};
 use super::read::{IncompleteRun, RunResult};
-use super::{Lambda, Transfer};
+use super::{Lambda, DomainShift};
 use crate::config::Method;
 
 /// Mean and sample standard deviation (n - 1) of n values; `sd` is `None` for n < 2.
@@ -117,7 +117,7 @@ pub fn sign_flip_p(diffs: &[f64]) -> f64 {
 /// One transfer, method and lambda over its done seeds. Accuracies in %.
 #[derive(Debug, Clone, PartialEq)]
 pub struct GroupSummary {
-    pub transfer: Transfer,
+    pub transfer: DomainShift,
     pub method: Method,
     pub lambda: f64,
     /// Seeds of the done runs.
@@ -146,7 +146,7 @@ impl GroupSummary {
 /// A seed that other cells of the experiment have but this transfer, method and lambda lacks.
 #[derive(Debug, Clone, PartialEq)]
 pub struct MissingRun {
-    pub transfer: Transfer,
+    pub transfer: DomainShift,
     pub method: Method,
     pub lambda: f64,
     pub seed: u64,
@@ -157,18 +157,18 @@ pub fn summarize(
     results: &[RunResult],
     incomplete: &[IncompleteRun],
     paper: Option<&PaperTable>,
-) -> (Vec<GroupSummary>, Vec<Transfer>, Vec<MissingRun>) {
-    let mut cells: BTreeMap<(Transfer, Method, Lambda), Vec<&RunResult>> = BTreeMap::new();
+) -> (Vec<GroupSummary>, Vec<DomainShift>, Vec<MissingRun>) {
+    let mut cells: BTreeMap<(DomainShift, Method, Lambda), Vec<&RunResult>> = BTreeMap::new();
     for r in results {
         cells.entry((r.transfer.clone(), r.method, Lambda(r.lambda))).or_default().push(r);
     }
-    let mut incomplete_cells: BTreeMap<(Transfer, Method, Lambda), Vec<Option<u64>>> = BTreeMap::new();
+    let mut incomplete_cells: BTreeMap<(DomainShift, Method, Lambda), Vec<Option<u64>>> = BTreeMap::new();
     for r in incomplete {
         if let (Some(t), Some(l)) = (&r.transfer, r.lambda) {
             incomplete_cells.entry((t.clone(), r.method, Lambda(l))).or_default().push(r.seed);
         }
     }
-    let mut transfers: BTreeSet<Transfer> = cells.keys().map(|(t, _, _)| t.clone()).collect();
+    let mut transfers: BTreeSet<DomainShift> = cells.keys().map(|(t, _, _)| t.clone()).collect();
     transfers.extend(incomplete_cells.keys().map(|(t, _, _)| t.clone()));
     let columns = column_order(&transfers, paper);
 
@@ -194,7 +194,7 @@ pub fn summarize(
     // Seeds present somewhere in the experiment but absent from a cell (done or not).
     let mut all_seeds: BTreeSet<u64> = results.iter().map(|r| r.seed).collect();
     all_seeds.extend(incomplete.iter().filter_map(|r| r.seed));
-    let mut all_cells: BTreeSet<(Transfer, Method, Lambda)> = cells.keys().cloned().collect();
+    let mut all_cells: BTreeSet<(DomainShift, Method, Lambda)> = cells.keys().cloned().collect();
     all_cells.extend(incomplete_cells.keys().cloned());
     let mut missing = Vec::new();
     for t in &columns {
@@ -213,7 +213,7 @@ pub fn summarize(
 /// The group of transfer `t`, `method` and exactly `lambda`.
 pub fn find_group<'a>(
     groups: &'a [GroupSummary],
-    t: &Transfer,
+    t: &DomainShift,
     method: Method,
     lambda: f64,
 ) -> Option<&'a GroupSummary> {
@@ -223,19 +223,19 @@ pub fn find_group<'a>(
 /// The first group of transfer `t` that passes `pred`.
 fn find_any<'a>(
     groups: &'a [GroupSummary],
-    t: &Transfer,
+    t: &DomainShift,
     pred: impl Fn(&GroupSummary) -> bool,
 ) -> Option<&'a GroupSummary> {
     groups.iter().find(|g| &g.transfer == t && pred(g))
 }
 
 /// The `columns` with no done CNN run (coral, lambda = 0).
-pub fn without_baseline(groups: &[GroupSummary], columns: &[Transfer]) -> Vec<Transfer> {
+pub fn without_baseline(groups: &[GroupSummary], columns: &[DomainShift]) -> Vec<DomainShift> {
     columns.iter().filter(|t| find_any(groups, t, |g| is_baseline(g.method, g.lambda)).is_none()).cloned().collect()
 }
 
 /// The `columns` with no done adapted run (any method at lambda > 0).
-pub fn without_adapted(groups: &[GroupSummary], columns: &[Transfer]) -> Vec<Transfer> {
+pub fn without_adapted(groups: &[GroupSummary], columns: &[DomainShift]) -> Vec<DomainShift> {
     columns.iter().filter(|t| find_any(groups, t, |g| g.lambda > 0.0).is_none()).cloned().collect()
 }
 
