@@ -84,9 +84,10 @@ readme: build
 plot: build
 	$(BIN) plot $(RESULTS)/$(EXPERIMENT)
 
-# Speed of the training step per backbone (deep-coral bench: its compute limit, the full
-# iteration at lambda and 0, decoding, peak memory), then the standard PyTorch pipeline
-# (bench/pytorch_pipeline.py: ImageFolder + DataLoader) with the same backbones, batch, threads,
+# Speed of the training step per backbone, precision and memory layout (deep-coral bench: its
+# compute limit, the full iteration at lambda and 0 with batches made ahead, the same made inline,
+# decoding, peak memory), then the standard PyTorch pipeline (bench/pytorch_pipeline.py:
+# ImageFolder + DataLoader) with the same backbones, precisions, layouts, batch, threads,
 # iterations and data, then both side by side. Quick smoke run:
 #   make bench BENCH_FLAGS="--batch-size 8 --iterations 2"
 bench: build

@@ -436,7 +436,18 @@ fn dispatch(cli: Cli, keep_freed_memory: bool) -> Result<ExitCode> {
             );
             Ok(ExitCode::from(record.status.exit_code()))
         }
-        Command::Sweep { spec: spec_path, out, jobs, dry_run, data_root, launcher, status, wait, cancel, slurm: flags } => {
+        Command::Sweep {
+            spec: spec_path,
+            out,
+            jobs,
+            dry_run,
+            data_root,
+            launcher,
+            status,
+            wait,
+            cancel,
+            slurm: flags,
+        } => {
             let commands = slurm::Commands::new(&spec_path, &out, data_root.as_deref());
             let mut spec = deep_coral::experiment::spec::load(&spec_path)?;
             if let Some(root) = data_root {

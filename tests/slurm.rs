@@ -228,7 +228,9 @@ fn cancel_stops_only_this_sweeps_array_and_marks_no_unfinished_run_done() {
         &data,
         json!([{"source": "src", "target": "tgt", "lambdas": [0, 1]}]),
         &[1],
-        40,
+        // Long enough that the first run is still running through the checks below (a few
+        // seconds), however fast the machine; --cancel ends it long before its end.
+        400,
         4,
         Some(slurm),
     );
@@ -300,7 +302,7 @@ fn cancel_stops_only_this_sweeps_array_and_marks_no_unfinished_run_done() {
     let record = std::fs::read_to_string(dirs[0].join("run.json")).unwrap();
     assert!(record.contains("\"interrupted\""), "{record}");
     assert!(dirs[0].join("checkpoint/state.json").is_file());
-    assert!(rows_so_far(&dirs[0]) < 11);
+    assert!(rows_so_far(&dirs[0]) < 101, "the cancelled run did not finish its 400 iterations");
     let log = std::fs::read_to_string(dirs[0].join("train.log")).unwrap();
     assert!(log.contains("not requeued"), "{log}");
     assert_ne!(RunState::read(&dirs[1]), RunState::Done);

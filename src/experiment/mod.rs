@@ -10,11 +10,11 @@ pub mod calibrate;
 /// Launchers that execute a sweep's runs: `Local { jobs }` subprocesses, `DryRun` listing,
 /// `Slurm` job arrays (with `--status`, `--wait` and `--cancel`).
 pub mod launcher;
-/// The sweep's progress bar: runs ended, each running run's iteration, an ETA from their rates.
-pub mod progress;
 /// Training curves from the run records, like the paper's Fig. 3: accuracies, losses and the
 /// CORAL distance against iteration, as PNG and SVG.
 pub mod plot;
+/// The sweep's progress bar: runs ended, each running run's iteration, an ETA from their rates.
+pub mod progress;
 /// Tables from the run records: `run.json` + `metrics.csv` -> mean ± sd over seeds ->
 /// `summary.csv` and `table.md`, beside the paper's Table 1.
 pub mod report;

@@ -20,7 +20,7 @@ use plotters::prelude::*;
 
 use super::canvas::{font, perr, Figure, GREY};
 use crate::config::Method;
-use crate::experiment::report::{self, Lambda, DomainShift};
+use crate::experiment::report::{self, DomainShift, Lambda};
 use crate::train::metrics::MetricsRow;
 
 /// Figure size in pixels (three 600x500 panels).

@@ -13,7 +13,7 @@ use super::canvas::{font, perr, Figure};
 use super::curves::{band, draw_band, draw_legend, draw_mesh, BandPoint, ADAPTED_COLORS, ZERO_COLOR};
 use crate::config::Method;
 use crate::experiment::report::read::Experiment;
-use crate::experiment::report::{self, Lambda, DomainShift};
+use crate::experiment::report::{self, DomainShift, Lambda};
 use crate::train::metrics::MetricsRow;
 
 /// One transfer's target-accuracy curves, one per (method, lambda).

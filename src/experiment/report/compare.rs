@@ -19,7 +19,7 @@ use anyhow::{bail, Result};
 use super::read::{self, DoneRun, FoundRun};
 use super::render::{fmt_effect, fmt_mean_sd, markdown_table};
 use super::stats::{Effect, Stat};
-use super::{Lambda, DomainShift};
+use super::{DomainShift, Lambda};
 use crate::train::metrics::{MetricsRow, StepRow};
 
 /// The comparison of one (transfer, lambda) over the seeds both folders have done.

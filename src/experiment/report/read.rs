@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context, Result};
 
-use super::{Lambda, DomainShift};
+use super::{DomainShift, Lambda};
 use crate::config::Method;
 use crate::experiment::rule::{self, WindowLosses};
 use crate::experiment::run_id;

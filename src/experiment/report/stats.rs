@@ -6,7 +6,7 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use super::paper::{column_order, paper_method_for, PaperCell, PaperTable};
 use super::read::{IncompleteRun, RunResult};
-use super::{Lambda, DomainShift};
+use super::{DomainShift, Lambda};
 use crate::config::Method;
 
 /// Mean and sample standard deviation (n - 1) of n values; `sd` is `None` for n < 2.

@@ -11,13 +11,13 @@ use super::read::IncompleteRun;
 use super::stats::{
     find_group, is_baseline, without_adapted, without_baseline, Effect, GroupSummary, MissingRun, Stat, Verdict,
 };
-use super::{Lambda, DomainShift};
+use super::{DomainShift, Lambda};
 use crate::config::Method;
 
 mod pairs;
 
-pub use pairs::{fmt_effect, headline};
 use pairs::paired_table;
+pub use pairs::{fmt_effect, headline};
 
 // ---------------------------------------------------------------------------------------
 // Numbers and tables
