@@ -89,7 +89,7 @@ impl Inputs {
         match self {
             Inputs::Host(set) => host_train_batch(set, indices, augment, input, channels_last, device),
             Inputs::Device { .. } => {
-                let views: Vec<View> = indices.iter().map(|_| View::random(input.crop, augment)).collect();
+                let views = random_views(indices.len(), input.crop, augment);
                 self.images_at(indices, &views, input, channels_last, device)
             }
             Inputs::Features(f) => {
@@ -153,8 +153,13 @@ pub fn host_train_batch(
     channels_last: bool,
     device: Device,
 ) -> Tensor {
-    let views: Vec<View> = indices.iter().map(|_| View::random(input.crop, augment)).collect();
+    let views = random_views(indices.len(), input.crop, augment);
     to_tensor(set, indices, &views, input, channels_last, device)
+}
+
+/// `n` random crops and mirrors (`View::random`), drawn from `augment` in order.
+fn random_views(n: usize, crop: usize, augment: &mut ChaCha8Rng) -> Vec<View> {
+    (0..n).map(|_| View::random(crop, augment)).collect()
 }
 
 #[cfg(test)]

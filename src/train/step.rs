@@ -8,7 +8,7 @@ use tch::{Device, Kind, Tensor};
 
 use crate::config::TrainConfig;
 use crate::data::images::ImageSet;
-use crate::data::inputs::{host_train_batch, labels_of, Inputs};
+use crate::data::inputs::{host_train_batch, labels_of};
 use crate::data::transfer::Data;
 use crate::model::backbone::InputConvention;
 use crate::model::backbone::Taps;
@@ -18,20 +18,6 @@ use crate::train::metrics::StepStats;
 use crate::train::model::Model;
 use crate::train::precision::Autocast;
 use crate::train::runtime;
-
-/// One SGD iteration on a source batch (labelled) and a target batch (unlabelled): `next_batch`
-/// then `update`.
-pub fn step(
-    model: &mut Model,
-    data: &Data,
-    cfg: &TrainConfig,
-    streams: &mut Streams,
-    iteration: usize,
-    device: Device,
-) -> Result<StepStats> {
-    let batch = next_batch(data, cfg, &model.input, streams, device);
-    update(model, cfg, &batch, iteration)
-}
 
 /// The tensors of one iteration: `batch_size` source inputs, their labels, and as many target
 /// inputs. Inputs are images under `finetune` `all`, else the cached features at the cut.
@@ -53,9 +39,6 @@ pub fn next_batch(
     streams: &mut Streams,
     device: Device,
 ) -> Batch {
-    if let (Inputs::Host(s), Inputs::Host(t)) = (&data.source, &data.target) {
-        return host_batch(s, t, cfg, input, streams, device);
-    }
     let n = cfg.batch_size;
     let si = streams.source.next(n);
     let ti = streams.target.next(n);
