@@ -10,7 +10,8 @@ batch + forward both + backward + step; `--warmup` untimed iterations first (the
 then). `--precision bf16` runs the forward passes under `torch.autocast(dtype=torch.bfloat16)`
 (PyTorch's own mixed precision, CPU and CUDA alike) with CORAL on the fc8 outputs cast to float32.
 
-Prints one JSON line per backbone and precision on stdout: img/s (source + target images), and the peak
+Prints one JSON line per backbone and precision on stdout: img/s (source + target images; the
+median timed iteration, as deep-coral bench), and the peak
 memory of the whole process tree (this process and its DataLoader workers), sampled from /proc
 every 50 ms: the sum of RSS (shared pages counted once per process) and of PSS (shared pages
 split between the processes that map them), besides getrusage's own peaks.
@@ -29,6 +30,7 @@ import itertools
 import json
 import os
 import resource
+import statistics
 import subprocess
 import sys
 import threading
@@ -202,11 +204,15 @@ def run_one(args, name, precision):
     for _ in range(args.warmup):
         iteration()
     sync()
-    clock = time.perf_counter()
+    # The median iteration, as deep-coral bench reports (one iteration held up by something else
+    # on the machine does not move it).
+    times = []
     for _ in range(args.iterations):
+        clock = time.perf_counter()
         iteration()
-    sync()
-    s_per_iter = (time.perf_counter() - clock) / args.iterations
+        sync()
+        times.append(time.perf_counter() - clock)
+    s_per_iter = statistics.median(times)
     sampler.stop.set()
     sampler.join()
     rss, pss = tree_memory(os.getpid())

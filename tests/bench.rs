@@ -31,6 +31,7 @@ fn bench_writes_every_number() {
     }
     assert_eq!((r["batch_size"].as_u64(), r["warmup"].as_u64()), (Some(2), Some(0)));
     assert!(r["keep_freed_memory"].is_boolean(), "{r}");
+    assert_eq!(r["median"], true, "figures are medians");
     for p in ["/images", "/bytes", "/build_s", "/decode_img_per_s", "/peak_rss_bytes"] {
         positive(&r["data"], p);
     }
@@ -48,7 +49,9 @@ fn bench_writes_every_number() {
         table.contains("squeezenet1_1")
             && table.contains("pretrained")
             && table.contains("limit img/s")
-            && table.contains("ahead/inline"),
+            && table.contains("ahead/inline")
+            && table.contains("batch ms")
+            && table.contains("(median per figure)"),
         "{table}"
     );
     assert!(table.contains("bf16 / fp32") && table.contains("train bf16/fp32"), "no precision ratios: {table}");
@@ -65,6 +68,8 @@ fn check_backbone(b: &Value, positive: impl Fn(&Value, &str)) {
         "/lr",
         "/limit/s_per_iter",
         "/limit/img_per_s",
+        "/batch/s_per_iter",
+        "/batch/img_per_s",
         "/train/s_per_iter",
         "/train/img_per_s",
         "/train_lambda0/s_per_iter",

@@ -37,10 +37,17 @@ pub fn device_name(device: Device) -> String {
 /// never uses it.
 ///
 /// More threads than the cores this process may use is refused (`config::check_threads`).
+///
+/// Decoding and crops run on rayon's global pool, which gets the same count: rayon's own
+/// default is one thread per core whatever `--threads` says, so two runs of `--threads 1` side
+/// by side (a sweep's `--jobs 2`) each cut crops on every core while the other computes. The
+/// pool is built once per process, by the first call (later ones keep it: a process runs one
+/// configuration, tests aside).
 pub fn set_threads(threads: usize) -> Result<usize> {
     crate::config::check_threads(threads)?;
     if threads > 0 {
         tch::set_num_threads(threads as i32);
+        let _already_built = rayon::ThreadPoolBuilder::new().num_threads(threads).build_global();
     }
     Ok(tch::get_num_threads().max(1) as usize)
 }
