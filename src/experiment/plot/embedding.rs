@@ -1,7 +1,7 @@
 //! The t-SNE picture of `deep-coral embed`: one panel per run, side by side (a lambda = 0 run
 //! beside its lambda > 0 twin), every image a point coloured by its domain (source blue, target
-//! orange) and marked by its class (ten shapes: filled and hollow circles, triangles, squares,
-//! diamonds and crosses).
+//! orange) and marked by its class (ten markers: filled and hollow circles, triangles, squares
+//! and diamonds, a cross and a plus).
 
 use anyhow::Result;
 use plotters::coord::Shift;
@@ -19,20 +19,34 @@ pub struct EmbeddingFigure<'a> {
 }
 
 /// Draws class `k`'s points `at` in `color` with its marker (`k % 5` the shape, `k < 5`
-/// filled); `draw` is the chart's `draw_series` or a drawing area's `draw` for the key.
+/// filled, the rest hollow, and the fifth shape a cross for `k = 4`, a plus for `k = 9`);
+/// `draw` is the chart's `draw_series` or a drawing area's `draw` for the key. Triangles and
+/// diamonds are polygons, which plotters always fills, so their hollow forms are closed
+/// outlines (`PathElement`) instead.
 macro_rules! draw_marked {
     ($draw:expr, $k:expr, $points:expr, $color:expr) => {{
         let (k, color) = ($k, $color);
-        let style = if k < 5 { color.filled() } else { color.stroke_width(1) };
+        let filled = k < 5;
+        let style = if filled { color.filled() } else { color.stroke_width(1) };
         let r = 3;
-        match k % 5 {
-            0 => $draw($points.map(|p| EmptyElement::at(p) + Circle::new((0, 0), r, style))),
-            1 => $draw($points.map(|p| EmptyElement::at(p) + TriangleMarker::new((0, 0), r + 1, style))),
-            2 => $draw($points.map(|p| EmptyElement::at(p) + Rectangle::new([(-r, -r), (r, r)], style))),
-            3 => $draw($points.map(|p| {
-                EmptyElement::at(p) + Polygon::new(vec![(0, -r - 1), (r + 1, 0), (0, r + 1), (-r - 1, 0)], style)
+        let triangle = vec![(0, -r - 1), (r + 1, r), (-r - 1, r)];
+        let diamond = vec![(0, -r - 1), (r + 1, 0), (0, r + 1), (-r - 1, 0)];
+        let outline = |mut v: Vec<(i32, i32)>| {
+            v.push(v[0]);
+            PathElement::new(v, style)
+        };
+        match (k % 5, filled) {
+            (0, _) => $draw($points.map(|p| EmptyElement::at(p) + Circle::new((0, 0), r, style))),
+            (1, true) => $draw($points.map(|p| EmptyElement::at(p) + Polygon::new(triangle.clone(), style))),
+            (1, false) => $draw($points.map(|p| EmptyElement::at(p) + outline(triangle.clone()))),
+            (2, _) => $draw($points.map(|p| EmptyElement::at(p) + Rectangle::new([(-r, -r), (r, r)], style))),
+            (3, true) => $draw($points.map(|p| EmptyElement::at(p) + Polygon::new(diamond.clone(), style))),
+            (3, false) => $draw($points.map(|p| EmptyElement::at(p) + outline(diamond.clone()))),
+            (_, true) => $draw($points.map(|p| EmptyElement::at(p) + Cross::new((0, 0), r, color.stroke_width(2)))),
+            (_, false) => $draw($points.map(|p| {
+                let line = |a, b| PathElement::new(vec![a, b], color.stroke_width(2));
+                EmptyElement::at(p) + line((-r - 1, 0), (r + 1, 0)) + line((0, -r - 1), (0, r + 1))
             })),
-            _ => $draw($points.map(|p| EmptyElement::at(p) + Cross::new((0, 0), r, color.stroke_width(2)))),
         }
     }};
 }
