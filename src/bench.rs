@@ -14,14 +14,16 @@
 //!    expected about 2/3 of the time); and at `lambda` with the batch made inline
 //!    (`prefetch: false`, as before prefetching), so the gain is measured in the same run;
 //! 3. **data**: `transfer::scan` + `transfer::load_images`, which scan and decode both domains into memory;
-//! 4. **memory**: peak resident memory (`VmHWM`) of the process, reset before each backbone
-//!    (after handing the heap's free memory back), so each backbone's peak includes the decoded
-//!    images but not the other backbones.
+//! 4. **memory**: peak resident memory (`VmHWM`) of the process, reset once the images are
+//!    decoded (after handing the heap's free memory back), so the peak includes the decoded
+//!    images.
 //!
 //! Each backbone is measured in each `--precision` (fp32 and bf16 by default) and each memory
 //! layout (`--channels-last true,false`: channels-last and contiguous NCHW by default), with
 //! the same batch, the same images and the same model built anew, so the table's bf16/fp32
-//! and layout ratios are measured in one run, on one machine, minutes apart.
+//! and layout ratios are measured in one run, on one machine, minutes apart. Each such cell
+//! runs in a process of its own ([`cells`]): in one process a cell's figures depended on the
+//! cells before it.
 //!
 //! The `TrainConfig` and `Model` are built as `train` builds them; a backbone whose weights
 //! file is not at hand keeps its random initialisation (speed does not depend on the values).
@@ -44,6 +46,8 @@ use crate::train::model::Model;
 use crate::train::prefetch::Feed;
 use crate::train::runtime;
 use crate::train::step;
+
+mod cells;
 
 /// What to measure and how (the flags of `deep-coral bench`).
 #[derive(Debug, Clone)]
@@ -162,6 +166,10 @@ pub struct BenchReport {
     /// Each figure is the median of its timed iterations (false in older reports: the mean).
     #[serde(default)]
     pub median: bool,
+    /// Each cell was measured in a process of its own (`cells`; false in older reports, whose
+    /// cells ran one after another in one process).
+    #[serde(default)]
+    pub process_per_cell: bool,
     /// The layout of every measurement in reports from before layouts were compared; now
     /// each backbone entry says its own.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -174,8 +182,10 @@ pub struct BenchReport {
     pub backbones: Vec<BackboneBench>,
 }
 
-/// Runs every measurement and returns the numbers; progress goes to stderr.
-pub fn bench(opts: &BenchOptions) -> Result<BenchReport> {
+/// Runs every measurement and returns the numbers; progress goes to stderr. More than one cell
+/// (backbone, precision, layout): each runs in a process of its own, `exe bench` with that cell
+/// ([`cells`]).
+pub fn bench(opts: &BenchOptions, exe: &Path) -> Result<BenchReport> {
     if opts.batch_size < 2 {
         bail!("--batch-size must be at least 2 (the covariance needs two rows), got {}", opts.batch_size);
     }
@@ -201,6 +211,9 @@ pub fn bench(opts: &BenchOptions) -> Result<BenchReport> {
     let threads = runtime::set_threads(opts.threads)?;
     let base = config(opts, opts.backbones[0], opts.precisions[0], opts.layouts[0]);
     base.validate()?;
+    if opts.backbones.len() * opts.precisions.len() * opts.layouts.len() > 1 {
+        return cells::measure_each_in_own_process(opts, exe);
+    }
 
     eprintln!("bench: decoding {} and {} from {}", opts.source, opts.target, opts.data_root.display());
     let clock = Instant::now();
@@ -219,16 +232,10 @@ pub fn bench(opts: &BenchOptions) -> Result<BenchReport> {
         peak_rss_bytes: runtime::peak_rss_bytes(),
     };
 
-    let mut peak_rss_per_backbone = true;
-    let mut backbones = Vec::new();
-    for &backbone in &opts.backbones {
-        for &precision in &opts.precisions {
-            for &channels_last in &opts.layouts {
-                peak_rss_per_backbone &= runtime::reset_peak_rss();
-                backbones.push(bench_backbone(opts, backbone, precision, channels_last, &data, device)?);
-            }
-        }
-    }
+    // The one cell of this process.
+    let peak_rss_per_backbone = runtime::reset_peak_rss();
+    let (backbone, precision, channels_last) = (opts.backbones[0], opts.precisions[0], opts.layouts[0]);
+    let backbones = vec![bench_backbone(opts, backbone, precision, channels_last, &data, device)?];
     Ok(BenchReport {
         device: runtime::device_name(device),
         threads,
@@ -237,6 +244,7 @@ pub fn bench(opts: &BenchOptions) -> Result<BenchReport> {
         iterations: opts.iterations,
         warmup: opts.warmup,
         median: true,
+        process_per_cell: false,
         channels_last: None,
         keep_freed_memory: opts.keep_freed_memory,
         peak_rss_per_backbone,
@@ -422,7 +430,7 @@ fn layout_of(r: &BenchReport, b: &BackboneBench) -> bool {
 pub fn table(r: &BenchReport) -> String {
     let d = &r.data;
     let mut s = format!(
-        "deep-coral bench: {}, {} threads, batch {} source + {} target, lambda {}, {} timed iterations after {} warm-up ({} per figure)\n",
+        "deep-coral bench: {}, {} threads, batch {} source + {} target, lambda {}, {} timed iterations after {} warm-up ({} per figure){}\n",
         r.device,
         r.threads,
         r.batch_size,
@@ -430,7 +438,8 @@ pub fn table(r: &BenchReport) -> String {
         r.lambda,
         r.iterations,
         r.warmup,
-        if r.median { "median" } else { "mean" }
+        if r.median { "median" } else { "mean" },
+        if r.process_per_cell { ", each cell in a process of its own" } else { "" }
     );
     s += &format!(
         "allocator: freed memory {} (runtime::keep_freed_memory; DEEP_CORAL_RELEASE_MEMORY=1 turns it off)\n",
@@ -587,5 +596,10 @@ impl BenchReport {
         }
         let text = serde_json::to_string_pretty(self)? + "\n";
         std::fs::write(path, text).with_context(|| format!("writing {}", path.display()))
+    }
+
+    pub fn read_json(path: &Path) -> Result<BenchReport> {
+        let text = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+        serde_json::from_str(&text).with_context(|| format!("{}: not a deep-coral bench report", path.display()))
     }
 }

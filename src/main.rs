@@ -636,7 +636,8 @@ fn dispatch(cli: Cli, keep_freed_memory: bool) -> Result<ExitCode> {
                 device: a.device,
                 keep_freed_memory,
             };
-            let report = deep_coral::bench::bench(&opts)?;
+            let exe = std::env::current_exe().context("locating the deep-coral executable")?;
+            let report = deep_coral::bench::bench(&opts, &exe)?;
             print!("{}", deep_coral::bench::table(&report));
             if let Some(path) = &a.json {
                 report.write_json(path)?;

@@ -32,6 +32,7 @@ fn bench_writes_every_number() {
     assert_eq!((r["batch_size"].as_u64(), r["warmup"].as_u64()), (Some(2), Some(0)));
     assert!(r["keep_freed_memory"].is_boolean(), "{r}");
     assert_eq!(r["median"], true, "figures are medians");
+    assert_eq!(r["process_per_cell"], true, "four cells, each in a process of its own");
     for p in ["/images", "/bytes", "/build_s", "/decode_img_per_s", "/peak_rss_bytes"] {
         positive(&r["data"], p);
     }
@@ -51,7 +52,7 @@ fn bench_writes_every_number() {
             && table.contains("limit img/s")
             && table.contains("ahead/inline")
             && table.contains("batch ms")
-            && table.contains("(median per figure)"),
+            && table.contains("(median per figure), each cell in a process of its own"),
         "{table}"
     );
     assert!(table.contains("bf16 / fp32") && table.contains("train bf16/fp32"), "no precision ratios: {table}");
