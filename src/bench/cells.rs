@@ -14,7 +14,7 @@ use std::process::{Command, Stdio};
 use anyhow::{bail, Context, Result};
 use clap::ValueEnum;
 
-use super::{BenchOptions, BenchReport};
+use super::{layout_name, BenchOptions, BenchReport};
 
 /// Every cell of `opts`, each by `exe bench` with that cell alone; the report holds them in
 /// the order of `opts` (backbones, then precisions, then layouts).
@@ -36,7 +36,7 @@ pub fn measure_each_in_own_process(opts: &BenchOptions, exe: &Path) -> Result<Be
                     bail!(
                         "bench of {backbone} in {} ({}) failed ({status}); its messages are above",
                         precision.name(),
-                        if channels_last { "channels-last" } else { "contiguous" }
+                        layout_name(channels_last)
                     );
                 }
                 let one = BenchReport::read_json(&json)?;
