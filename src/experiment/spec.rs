@@ -30,7 +30,7 @@
 //! whole seeds of the full table (every transfer, with and without CORAL) rather than every
 //! seed of a few transfers.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context, Result};
@@ -105,7 +105,20 @@ impl Transfer {
 #[serde(deny_unknown_fields)]
 pub struct MethodRuns {
     pub method: Method,
+    /// The lambdas it runs at on every transfer that `by_transfer` does not name.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub lambdas: Vec<f64>,
+    /// Lambdas per transfer, keyed `"amazon->dslr"`: for a method whose lambda is set per
+    /// shift by the paper's rule (`deep-coral calibrate`), as D-CORAL's is.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub by_transfer: BTreeMap<String, Vec<f64>>,
+}
+
+impl MethodRuns {
+    /// The lambdas this method runs at on `t`.
+    pub fn lambdas_for(&self, t: &Transfer) -> &[f64] {
+        self.by_transfer.get(&t.name()).map_or(self.lambdas.as_slice(), Vec::as_slice)
+    }
 }
 
 /// One run of the grid: where it writes and the full config it trains with.
@@ -319,8 +332,16 @@ impl Spec {
             }
         }
         for (i, m) in self.methods.iter().enumerate() {
-            if m.lambdas.is_empty() {
-                bail!("spec {file}: methods[{i}] ({}) has no lambdas", m.method.name());
+            if let Some(key) = m.by_transfer.keys().find(|k| !self.transfers.iter().any(|t| &t.name() == *k)) {
+                let names: Vec<String> = self.transfers.iter().map(Transfer::name).collect();
+                bail!(
+                    "spec {file}: methods[{i}].by_transfer names {key}, which is not a transfer of the spec \
+                     (expected one of {})",
+                    names.join(", ")
+                );
+            }
+            if let Some(t) = self.transfers.iter().find(|t| m.lambdas_for(t).is_empty()) {
+                bail!("spec {file}: methods[{i}] ({}) has no lambdas for transfer {}", m.method.name(), t.name());
             }
             if m.method == self.train.method {
                 bail!(
@@ -334,10 +355,10 @@ impl Spec {
     }
 
     /// The methods a transfer runs and their lambdas: `train.method` at the transfer's own
-    /// lambdas, then each of `methods` at its lambdas.
+    /// lambdas, then each of `methods` at its lambdas for that transfer.
     pub fn method_lambdas<'a>(&'a self, t: &'a Transfer) -> Vec<(Method, &'a [f64])> {
         let mut out = vec![(self.train.method, t.lambdas.as_slice())];
-        out.extend(self.methods.iter().map(|m| (m.method, m.lambdas.as_slice())));
+        out.extend(self.methods.iter().map(|m| (m.method, m.lambdas_for(t))));
         out
     }
 
@@ -636,6 +657,23 @@ mod tests {
         let e =
             parse_err(&MINIMAL.replace(r#""seeds""#, r#""methods": [{"method": "coral", "lambdas": [1]}], "seeds""#));
         assert!(e.contains("methods[0] is coral"), "{e}");
+    }
+
+    #[test]
+    fn a_method_can_run_a_lambda_per_transfer() {
+        let text = MINIMAL.replace(
+            r#""seeds""#,
+            r#""methods": [{"method": "ddc", "by_transfer": {"amazon->dslr": [0.02]}}], "seeds""#,
+        );
+        let spec = parse(&text, Path::new("t.json")).unwrap();
+        let ddc: Vec<_> = spec.runs(Path::new("res")).into_iter().filter(|r| r.config.method == Method::Ddc).collect();
+        assert_eq!(ddc.len(), 2);
+        assert_eq!(ddc[0].dir, Path::new("res/t/amazon_dslr/ddc/lambda_0.02/seed_1"));
+        assert_eq!(parse(&spec.to_json(), &spec.path).unwrap(), spec);
+        let e = parse_err(&text.replace("amazon->dslr", "amazon->webcam"));
+        assert!(e.contains("methods[0].by_transfer names amazon->webcam") && e.contains("amazon->dslr"), "{e}");
+        let e = parse_err(&text.replace("[0.02]", "[]"));
+        assert!(e.contains("methods[0] (ddc) has no lambdas for transfer amazon->dslr"), "{e}");
     }
 
     #[test]

@@ -342,9 +342,19 @@ fn lambda_rows(parts: &ReportParts<'_>, adapted: &[LambdaRow]) -> Vec<Vec<String
     if let Some(p) = parts.paper {
         rows.push(lambda_row("λ, paper (D-CORAL)", &|t| p.lambda(t)));
     }
-    let coral: Vec<&LambdaRow> = adapted.iter().filter(|r| r.method == Method::Coral).collect();
-    if let [only] = coral[..] {
-        rows.push(lambda_row("λ, ours (adapted)", &|t| only.lambdas.get(t).copied()));
+    // Ours, for each trained method with one row whose lambda was set per transfer (by the rule).
+    for method in Method::ALL.iter().filter(|m| m.trains()) {
+        let of_method: Vec<&LambdaRow> = adapted.iter().filter(|r| r.method == *method).collect();
+        if let [only] = of_method[..] {
+            let distinct: BTreeSet<Lambda> = only.lambdas.values().map(|l| Lambda(*l)).collect();
+            if *method == Method::Coral || distinct.len() > 1 {
+                let label = match method {
+                    Method::Coral => "λ, ours (adapted)".to_string(),
+                    m => format!("λ, ours {} (adapted)", m.name()),
+                };
+                rows.push(lambda_row(&label, &|t| only.lambdas.get(t).copied()));
+            }
+        }
     }
     rows
 }
@@ -651,5 +661,34 @@ Missing (a seed other cells have, with no run folder here): 1
         let row = md.lines().find(|l| l.starts_with("| ours λ = 1: final")).unwrap();
         assert!(row.ends_with("| 66.0       | —          | —    |"), "{row}");
         assert!(md.contains("No done λ = 0 run: W->D"), "{md}");
+    }
+
+    #[test]
+    fn a_method_with_a_lambda_per_transfer_gets_its_own_lambda_row() {
+        let ddc = |source, target, lambda| RunResult { method: Method::Ddc, ..run(source, target, lambda, 1, 0.7, 0.7) };
+        let results = vec![
+            run("amazon", "webcam", 0.0, 1, 0.60, 0.62),
+            run("amazon", "webcam", 0.8, 1, 0.66, 0.67),
+            run("webcam", "dslr", 0.0, 1, 0.90, 0.90),
+            run("webcam", "dslr", 0.001, 1, 0.91, 0.91),
+            ddc("amazon", "webcam", 0.02),
+            ddc("webcam", "dslr", 0.0003),
+        ];
+        let (groups, columns, _) = summarize(&results, &[], None);
+        let parts = ReportParts {
+            groups: &groups,
+            columns: &columns,
+            incomplete: &[],
+            missing: &[],
+            paper: None,
+            paired: &[],
+            averages: &[],
+        };
+        let md = table_markdown(&parts, "rows");
+        let row = |label: &str| md.lines().find(|l| l.starts_with(&format!("| {label} "))).unwrap_or_else(|| panic!("{md}"));
+        assert!(row("λ, ours (adapted)").contains("| 0.8 "), "{md}");
+        assert!(row("λ, ours ddc (adapted)").contains("| 0.02 "), "{md}");
+        assert!(row("λ, ours ddc (adapted)").contains("| 0.0003 "), "{md}");
+        assert!(row("ours ddc λ > 0: final, 1 seed, no sd").contains("| 70.0 "), "{md}");
     }
 }
