@@ -322,11 +322,13 @@ fn main_header(columns: &[DomainShift]) -> Vec<String> {
 /// The table of ours against the paper: the lambdas, then the final accuracies with the
 /// paper's and the differences, then the best accuracies.
 fn main_table(parts: &ReportParts<'_>) -> String {
-    let baseline = LambdaRow::baseline(parts.columns);
+    // No λ = 0 row where no transfer has a λ = 0 run (a folder of one method's runs).
+    let has_baseline = parts.groups.iter().any(|g| is_baseline(g.method, g.lambda));
+    let baseline = has_baseline.then(|| LambdaRow::baseline(parts.columns));
     let adapted = adapted_rows(parts.groups);
     let mut rows = lambda_rows(parts, &adapted);
-    rows.extend(final_rows(parts, &baseline, &adapted));
-    rows.extend(best_rows(parts, &baseline, &adapted));
+    rows.extend(final_rows(parts, baseline.as_ref(), &adapted));
+    rows.extend(best_rows(parts, baseline.as_ref(), &adapted));
     markdown_table(&main_header(parts.columns), &rows)
 }
 
@@ -362,14 +364,16 @@ fn lambda_rows(parts: &ReportParts<'_>, adapted: &[LambdaRow]) -> Vec<Vec<String
 /// The final accuracies: paper CNN, ours λ = 0 and the difference; then per method with runs,
 /// its paper row (D-CORAL, DDC, DAN), each adapted row of ours and its difference (paper rows
 /// only with a paper table).
-fn final_rows(parts: &ReportParts<'_>, baseline: &LambdaRow, adapted: &[LambdaRow]) -> Vec<Vec<String>> {
+fn final_rows(parts: &ReportParts<'_>, baseline: Option<&LambdaRow>, adapted: &[LambdaRow]) -> Vec<Vec<String>> {
     let mut rows = Vec::new();
     if let Some(p) = parts.paper {
         rows.push(paper_row(parts.columns, p, "CNN"));
     }
-    rows.push(ours_row(parts, baseline, Measure::Final));
-    if let Some(p) = parts.paper {
-        rows.push(diff_row(parts, baseline, p, "CNN"));
+    if let Some(baseline) = baseline {
+        rows.push(ours_row(parts, baseline, Measure::Final));
+        if let Some(p) = parts.paper {
+            rows.push(diff_row(parts, baseline, p, "CNN"));
+        }
     }
     for method in Method::ALL {
         let of_method: Vec<&LambdaRow> = adapted.iter().filter(|r| r.method == method).collect();
@@ -391,8 +395,8 @@ fn final_rows(parts: &ReportParts<'_>, baseline: &LambdaRow, adapted: &[LambdaRo
 }
 
 /// The best accuracies of ours: λ = 0, then each adapted row.
-fn best_rows(parts: &ReportParts<'_>, baseline: &LambdaRow, adapted: &[LambdaRow]) -> Vec<Vec<String>> {
-    std::iter::once(baseline).chain(adapted).map(|r| ours_row(parts, r, Measure::Best)).collect()
+fn best_rows(parts: &ReportParts<'_>, baseline: Option<&LambdaRow>, adapted: &[LambdaRow]) -> Vec<Vec<String>> {
+    baseline.into_iter().chain(adapted).map(|r| ours_row(parts, r, Measure::Best)).collect()
 }
 
 /// One row of ours: mean ± sd per transfer, the seeds counted in the label (or `(n=k)` on the
@@ -690,5 +694,10 @@ Missing (a seed other cells have, with no run folder here): 1
         assert!(row("λ, ours ddc (adapted)").contains("| 0.02 "), "{md}");
         assert!(row("λ, ours ddc (adapted)").contains("| 0.0003 "), "{md}");
         assert!(row("ours ddc λ > 0: final, 1 seed, no sd").contains("| 70.0 "), "{md}");
+        // A folder of DDC runs alone has no λ = 0 row.
+        let (groups, columns, _) = summarize(&results[4..], &[], None);
+        let md = table_markdown(&ReportParts { groups: &groups, columns: &columns, ..parts }, "ddc");
+        assert!(!md.contains("ours λ = 0"), "{md}");
+        assert!(md.contains("| ours ddc λ > 0: final, 1 seed, no sd "), "{md}");
     }
 }
