@@ -100,6 +100,16 @@ impl Method {
         matches!(self, Method::Coral | Method::Ddc | Method::Dan)
     }
 
+    /// The loss a trained method aligns with, as tables name it (what `align_loss` holds).
+    pub fn loss_name(self) -> &'static str {
+        match self {
+            Method::Coral => "CORAL loss",
+            Method::Ddc => "MMD",
+            Method::Dan => "MK-MMD",
+            Method::ShallowCoral | Method::Svm => "none (not trained)",
+        }
+    }
+
     /// The row of the paper's Table 1 this method's runs (with lambda > 0, for the trained
     /// ones) stand beside; none for the SVM baseline.
     pub fn paper_row(self) -> Option<&'static str> {

@@ -77,8 +77,9 @@ enum Command {
         dir: PathBuf,
     },
     /// Lambda per transfer by the paper's rule: pilot runs search lambda (in log space) until
-    /// lambda x CORAL loss and the classification loss agree at the end; writes a spec with
-    /// lambda = 0 and the chosen lambda per transfer, and the pilots' losses as evidence.
+    /// lambda x the alignment loss (the spec's method: CORAL, MMD, MK-MMD) and the
+    /// classification loss agree at the end; writes a spec with lambda = 0 and the chosen
+    /// lambda per transfer, and the pilots' losses as evidence.
     Calibrate(CalibrateArgs),
     /// Shallow CORAL (AAAI 2016) on the source-only networks: every done coral run at lambda 0
     /// of an experiment folder (or the run folders given) that kept its network; a linear SVM
@@ -241,7 +242,7 @@ struct CalibrateArgs {
     /// Pilot runs at a time on this machine.
     #[arg(long, default_value_t = 1)]
     jobs: usize,
-    /// Accept lambda when lambda x CORAL loss and the class loss agree within this factor.
+    /// Accept lambda when lambda x the alignment loss and the class loss agree within this factor.
     #[arg(long, default_value_t = deep_coral::experiment::rule::FACTOR)]
     factor: f64,
     /// The fraction of each pilot's steps, at its end, whose mean losses the rule compares.

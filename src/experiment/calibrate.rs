@@ -379,16 +379,17 @@ fn pilot_ended(dir: &Path) -> bool {
 pub fn markdown(c: &Calibration, spec: &Spec) -> String {
     let seeds: Vec<String> = c.seeds.iter().map(|s| s.to_string()).collect();
     let mut s = format!(
-        "# Lambda by the paper's rule: {}\n\nPilots of {} iterations, seeds {}; accepted when lambda x CORAL loss \
+        "# Lambda by the paper's rule: {}\n\nPilots of {} iterations, seeds {}; accepted when lambda x {loss} \
          and the classification loss agree within a factor {}, both the mean over the last {}% of the steps (iteration \
          {} on), pooled over the seeds. Per seed: each seed's own ratio.\n\n\
-         | transfer | lambda | class loss | lambda x CORAL | ratio | per seed | chosen |\n|---|---|---|---|---|---|---|\n",
+         | transfer | lambda | class loss | lambda x {loss} | ratio | per seed | chosen |\n|---|---|---|---|---|---|---|\n",
         spec.name,
         c.pilot_iterations,
         seeds.join(", "),
         c.factor,
         100.0 * c.window,
-        rule::window_start(c.pilot_iterations, c.window)
+        rule::window_start(c.pilot_iterations, c.window),
+        loss = spec.train.method.loss_name(),
     );
     for t in &c.transfers {
         for p in &t.pilots {
@@ -431,7 +432,7 @@ pub fn calibrated_spec(spec: &Spec, c: &Calibration, opts: &CalibrateOptions, ev
     let list: Vec<String> = c.transfers.iter().map(|t| format!("{}->{} {}", t.source, t.target, t.lambda)).collect();
     let seeds: Vec<String> = c.seeds.iter().map(|s| s.to_string()).collect();
     out.description = format!(
-        "{} Lambda per transfer by the paper's rule (deep-coral calibrate: lambda x CORAL loss against the class loss, \
+        "{} Lambda per transfer by the paper's rule (deep-coral calibrate: lambda x {loss} against the class loss, \
          means over the last {}% of {}-iteration pilots pooled over seeds {}, within a factor {}; evidence in {}): {}.",
         spec.description,
         100.0 * c.window,
@@ -439,7 +440,8 @@ pub fn calibrated_spec(spec: &Spec, c: &Calibration, opts: &CalibrateOptions, ev
         seeds.join(", "),
         c.factor,
         evidence.display(),
-        list.join(", ")
+        list.join(", "),
+        loss = spec.train.method.loss_name(),
     );
     out
 }
