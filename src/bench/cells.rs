@@ -31,7 +31,8 @@ pub fn measure_each_in_own_process(opts: &BenchOptions, exe: &Path) -> Result<Be
                     .args(["--channels-last", if channels_last { "true" } else { "false" }]);
                 cmd.args(shared_flags(opts)).arg("--json").arg(&json);
                 // The child's progress goes to our stderr; its table is ours to print, merged.
-                let status = cmd.stdout(Stdio::null()).status().with_context(|| format!("running {}", exe.display()))?;
+                let status =
+                    cmd.stdout(Stdio::null()).status().with_context(|| format!("running {}", exe.display()))?;
                 if !status.success() {
                     bail!(
                         "bench of {backbone} in {} ({}) failed ({status}); its messages are above",

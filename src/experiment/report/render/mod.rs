@@ -669,7 +669,8 @@ Missing (a seed other cells have, with no run folder here): 1
 
     #[test]
     fn a_method_with_a_lambda_per_transfer_gets_its_own_lambda_row() {
-        let ddc = |source, target, lambda| RunResult { method: Method::Ddc, ..run(source, target, lambda, 1, 0.7, 0.7) };
+        let ddc =
+            |source, target, lambda| RunResult { method: Method::Ddc, ..run(source, target, lambda, 1, 0.7, 0.7) };
         let results = vec![
             run("amazon", "webcam", 0.0, 1, 0.60, 0.62),
             run("amazon", "webcam", 0.8, 1, 0.66, 0.67),
@@ -689,7 +690,8 @@ Missing (a seed other cells have, with no run folder here): 1
             averages: &[],
         };
         let md = table_markdown(&parts, "rows");
-        let row = |label: &str| md.lines().find(|l| l.starts_with(&format!("| {label} "))).unwrap_or_else(|| panic!("{md}"));
+        let row =
+            |label: &str| md.lines().find(|l| l.starts_with(&format!("| {label} "))).unwrap_or_else(|| panic!("{md}"));
         assert!(row("λ, ours (adapted)").contains("| 0.8 "), "{md}");
         assert!(row("λ, ours ddc (adapted)").contains("| 0.02 "), "{md}");
         assert!(row("λ, ours ddc (adapted)").contains("| 0.0003 "), "{md}");
