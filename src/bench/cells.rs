@@ -19,12 +19,14 @@ use super::{layout_name, BenchOptions, BenchReport};
 /// Every cell of `opts`, each by `exe bench` with that cell alone; the report holds them in
 /// the order of `opts` (backbones, then precisions, then layouts).
 pub fn measure_each_in_own_process(opts: &BenchOptions, exe: &Path) -> Result<BenchReport> {
-    let scratch = tempdir()?;
+    let scratch =
+        tempfile::Builder::new().prefix("deep-coral-bench-").tempdir().context("creating a scratch folder")?;
     let mut merged: Option<BenchReport> = None;
     for &backbone in &opts.backbones {
         for &precision in &opts.precisions {
             for &channels_last in &opts.layouts {
-                let json = scratch.join(format!("{}-{}-{channels_last}.json", backbone.name(), precision.name()));
+                let json =
+                    scratch.path().join(format!("{}-{}-{channels_last}.json", backbone.name(), precision.name()));
                 let mut cmd = Command::new(exe);
                 cmd.arg("bench")
                     .args(["--backbone", backbone.name(), "--precision", precision.name()])
@@ -48,7 +50,6 @@ pub fn measure_each_in_own_process(opts: &BenchOptions, exe: &Path) -> Result<Be
             }
         }
     }
-    let _ = std::fs::remove_dir_all(&scratch);
     let mut report = merged.context("no cell to measure")?;
     report.process_per_cell = true;
     report.peak_rss_per_backbone = true; // each peak is its own process's
@@ -83,11 +84,4 @@ fn shared_flags(opts: &BenchOptions) -> Vec<String> {
         args.push(format!("{}={}", backbone.name(), file.display()));
     }
     args
-}
-
-/// A fresh folder for the cells' reports, removed once they are read.
-fn tempdir() -> Result<std::path::PathBuf> {
-    let dir = std::env::temp_dir().join(format!("deep-coral-bench-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
-    Ok(dir)
 }
