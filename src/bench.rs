@@ -4,15 +4,15 @@
 //!
 //! 1. **limit**: `step::update` (both branches with autograd, `class + lambda * CORAL`,
 //!    backward, Caffe SGD) on one batch already in tensors: the network's share of an
-//!    iteration, without sampling, crops, mirrors or tensor making; measured first and again
-//!    last, the faster of the two counting (the first ran slow on a model just built);
-//!    **batch**: making one batch alone (sampling, crops, mirrors, tensors), the work the loop
-//!    adds to the limit;
+//!    iteration, without sampling, crops, mirrors or tensor making; **batch**: making one batch
+//!    alone (sampling, crops, mirrors, tensors), the work the loop adds to the limit;
 //! 2. **train**: the loop's own iteration on the decoded images: the next batch from
 //!    `prefetch::Feed` (sampling, augmentation, tensors, made one iteration ahead on a second
 //!    thread) then `step::update`, at `lambda` and at 0 (target branch without autograd;
 //!    expected about 2/3 of the time); and at `lambda` with the batch made inline
-//!    (`prefetch: false`, as before prefetching), so the gain is measured in the same run;
+//!    (`prefetch: false`), so the gain of prefetching is measured in the same run. The limit
+//!    and the three loop kinds run interleaved, one iteration of each per round
+//!    ([`measure`]), and each ratio is the median of the rounds' own ratios;
 //! 3. **data**: `transfer::scan` + `transfer::load_images`, which scan and decode both domains into memory;
 //! 4. **memory**: peak resident memory (`VmHWM`) of the process, reset once the images are
 //!    decoded (after handing the heap's free memory back), so the peak includes the decoded
@@ -25,8 +25,9 @@
 //! runs in a process of its own ([`cells`]): in one process a cell's figures depended on the
 //! cells before it.
 //!
-//! The `TrainConfig` and `Model` are built as `train` builds them; a backbone whose weights
-//! file is not at hand keeps its random initialisation (speed does not depend on the values).
+//! The `TrainConfig` and `Model` are built as `train` builds them, updated at learning rate 0
+//! (the same arithmetic; the weights stay as loaded); a backbone whose weights file is not at
+//! hand keeps its random initialisation (speed does not depend on the values).
 //! Images per second count source and target images alike (2 x batch per iteration). Each
 //! figure is the median of its timed iterations, which one iteration disturbed by something
 //! else on the machine does not move.
@@ -36,18 +37,17 @@ use std::time::Instant;
 
 use anyhow::{bail, Context, Result};
 use serde::{Deserialize, Serialize};
-use tch::Device;
 
 use crate::config::{DeviceChoice, Precision, TrainConfig};
-use crate::data::transfer::{self, Data};
+use crate::data::transfer;
 use crate::model::backbone::Backbone;
-use crate::train::checkpoint::Streams;
-use crate::train::model::Model;
-use crate::train::prefetch::Feed;
 use crate::train::runtime;
-use crate::train::step;
 
 mod cells;
+mod measure;
+mod table;
+
+pub use table::table;
 
 /// What to measure and how (the flags of `deep-coral bench`).
 #[derive(Debug, Clone)]
@@ -127,10 +127,11 @@ pub struct BackboneBench {
     pub channels_last: Option<bool>,
     /// The weights file loaded, or null for a random initialisation.
     pub weights: Option<PathBuf>,
-    /// Base learning rate of the updates: training's, or 0 with random weights.
+    /// Base learning rate of the updates: 0 since rounds (`measure`); in older reports training's,
+    /// or 0 with random weights.
     pub lr: f64,
-    /// `step::update` at `lambda` on a batch already in tensors: the faster of two
-    /// measurements, before and after the loop's (one measurement in older reports).
+    /// `step::update` at `lambda` on a batch already in tensors (in reports from before rounds:
+    /// the faster of two measurements, before and after the loop's, or one).
     pub limit: Timing,
     /// Making one batch (sampling, crops, mirrors, tensors of source and target) on the loop's
     /// thread, alone: the work that prefetching moves off the loop (absent in older reports).
@@ -144,12 +145,32 @@ pub struct BackboneBench {
     /// from before prefetching, whose `train` was made that way).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub train_inline: Option<Timing>,
-    /// `train.img_per_s / limit.img_per_s`: the share of the limit the full iteration reaches.
+    /// The share of the limit the full iteration reaches: the median of `rounds`' own ratios
+    /// (`train.img_per_s / limit.img_per_s` in reports from before rounds).
     pub train_over_limit: f64,
-    /// `train_lambda0.s_per_iter / train.s_per_iter` (about 2/3 expected).
+    /// The time of a lambda = 0 iteration over a lambda > 0 one (about 2/3 expected): the
+    /// median of `rounds`' own ratios (of the two medians in older reports).
     pub lambda0_over_lambda_time: f64,
+    /// Each timed round's ratios, the limit and the loop kinds measured back to back (absent
+    /// in reports from before rounds, whose kinds were measured one after another).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rounds: Option<RoundRatios>,
     /// Peak resident memory while this backbone ran (decoded images included).
     pub peak_rss_bytes: Option<u64>,
+}
+
+/// The ratios of each timed round, one value per round, in img/s terms (the faster kind above
+/// 1): each compares two iterations run back to back in the same round.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct RoundRatios {
+    /// Limit time / loop time (batches made ahead).
+    pub train_over_limit: Vec<f64>,
+    /// Limit time / loop time with batches made inline.
+    pub inline_over_limit: Vec<f64>,
+    /// Inline time / ahead time: the gain of prefetching.
+    pub ahead_over_inline: Vec<f64>,
+    /// Lambda = 0 time / lambda > 0 time (a ratio of times, as its name says).
+    pub lambda0_over_lambda_time: Vec<f64>,
 }
 
 /// Everything one `bench` run measured; written by `--json`.
@@ -235,7 +256,7 @@ pub fn bench(opts: &BenchOptions, exe: &Path) -> Result<BenchReport> {
     // The one cell of this process.
     let peak_rss_per_backbone = runtime::reset_peak_rss();
     let (backbone, precision, channels_last) = (opts.backbones[0], opts.precisions[0], opts.layouts[0]);
-    let backbones = vec![bench_backbone(opts, backbone, precision, channels_last, &data, device)?];
+    let backbones = vec![measure::bench_backbone(opts, backbone, precision, channels_last, &data, device)?];
     Ok(BenchReport {
         device: runtime::device_name(device),
         threads,
@@ -277,140 +298,6 @@ fn config(opts: &BenchOptions, backbone: Backbone, precision: Precision, channel
     }
 }
 
-fn bench_backbone(
-    opts: &BenchOptions,
-    backbone: Backbone,
-    precision: Precision,
-    channels_last: bool,
-    data: &Data,
-    device: Device,
-) -> Result<BackboneBench> {
-    let mut cfg = config(opts, backbone, precision, channels_last);
-    cfg.validate()?;
-    let classes = data.classes.len();
-    let weights = cfg.weights.is_file().then(|| cfg.weights.clone());
-    if weights.is_none() {
-        // Random weights diverge within a few steps at the training rate (NaN losses skip the
-        // update); at rate 0 the update does the same arithmetic and the weights stay finite.
-        cfg.lr = 0.0;
-    }
-    // Each measurement starts from the model `train` starts from (not from the previous
-    // measurement's updates, which a small batch can drive off within a few steps).
-    let fresh_model = |cfg: &TrainConfig| match weights {
-        Some(_) => Model::new(cfg, classes, device),
-        None => Ok(Model::with_random_weights(cfg, classes, device)),
-    };
-    let mut model = fresh_model(&cfg)?;
-    let what = format!(
-        "{}, {}, {}",
-        weights.as_ref().map_or("random weights".to_string(), |p| p.display().to_string()),
-        precision.name(),
-        layout_name(channels_last)
-    );
-    let images = 2 * cfg.batch_size;
-    let total = opts.warmup + opts.iterations;
-
-    eprintln!("bench {backbone} ({what}): limit, {total} iterations");
-    let mut streams = Streams::fresh(&cfg, data);
-    let batch = step::next_batch(data, &cfg, &model.input, &mut streams, device);
-    let limit = time(opts, images, device, |it| finite(step::update(&mut model, &cfg, &batch, it)?))?;
-    eprintln!("bench {backbone} ({what}): making batches, {total} batches");
-    let made = time(opts, images, device, |_| {
-        step::next_batch(data, &cfg, &model.input, &mut streams, device);
-        Ok(())
-    })?;
-
-    let train_at = |cfg: &TrainConfig| -> Result<Timing> {
-        let how = if cfg.prefetch { "batches made ahead" } else { "batches made inline" };
-        eprintln!("bench {backbone} ({what}): the loop at lambda {}, {how}, {total} iterations", cfg.lambda);
-        let cfg = &TrainConfig { iterations: total, ..cfg.clone() };
-        let mut model = fresh_model(cfg)?;
-        let mut streams = Streams::fresh(cfg, data);
-        std::thread::scope(|scope| {
-            let mut feed = Feed::start(scope, data, cfg, model.input, &streams, 0, device);
-            time(opts, images, device, |it| {
-                let batch = feed.next(data, cfg, &model.input, &mut streams, device)?;
-                finite(step::update(&mut model, cfg, &batch, it)?)
-            })
-        })
-    };
-    let train = train_at(&cfg)?;
-    let train_lambda0 = train_at(&TrainConfig { lambda: 0.0, ..cfg.clone() })?;
-    let train_inline = train_at(&TrainConfig { prefetch: false, ..cfg.clone() })?;
-    // The limit once more, after the loop's measurements: the first, on a model just built
-    // and an allocator not yet grown to a step's size, came out below the loop's own figure in
-    // quiet runs (train/limit up to 1.07); the faster of the two is the limit.
-    eprintln!("bench {backbone} ({what}): limit again, {total} iterations");
-    let limit_again = time(opts, images, device, |it| finite(step::update(&mut model, &cfg, &batch, it)?))?;
-    let limit = if limit_again.s_per_iter < limit.s_per_iter { limit_again } else { limit };
-    Ok(BackboneBench {
-        backbone,
-        precision,
-        channels_last: Some(channels_last),
-        weights,
-        lr: cfg.lr,
-        limit,
-        batch: Some(made),
-        train,
-        train_lambda0,
-        train_inline: Some(train_inline),
-        train_over_limit: train.img_per_s / limit.img_per_s,
-        lambda0_over_lambda_time: train_lambda0.s_per_iter / train.s_per_iter,
-        peak_rss_bytes: runtime::peak_rss_bytes(),
-    })
-}
-
-/// A step whose loss is not finite skips its update, which would flatter the timing.
-fn finite(stats: crate::train::metrics::StepStats) -> Result<()> {
-    if !(stats.class_loss.is_finite() && stats.coral_loss.is_finite()) {
-        bail!(
-            "loss is not finite (class {}, coral {}): the timing would skip updates",
-            stats.class_loss,
-            stats.coral_loss
-        );
-    }
-    Ok(())
-}
-
-/// Runs `opts.warmup` untimed then `opts.iterations` timed calls of `f(iteration)`, each
-/// timed to the end of its device work; the figure is their median.
-fn time(opts: &BenchOptions, images: usize, device: Device, mut f: impl FnMut(usize) -> Result<()>) -> Result<Timing> {
-    for it in 0..opts.warmup {
-        f(it)?;
-    }
-    sync(device);
-    let mut times = Vec::with_capacity(opts.iterations);
-    for it in opts.warmup..opts.warmup + opts.iterations {
-        let clock = Instant::now();
-        f(it)?;
-        sync(device);
-        times.push(clock.elapsed().as_secs_f64());
-    }
-    let s_per_iter = median(&mut times);
-    Ok(Timing { s_per_iter, img_per_s: images as f64 / s_per_iter })
-}
-
-/// The middle value (the mean of the two middle ones for an even count).
-fn median(xs: &mut [f64]) -> f64 {
-    xs.sort_by(f64::total_cmp);
-    let n = xs.len();
-    if n % 2 == 1 {
-        xs[n / 2]
-    } else {
-        (xs[n / 2 - 1] + xs[n / 2]) / 2.0
-    }
-}
-
-fn sync(device: Device) {
-    if let Device::Cuda(i) = device {
-        tch::Cuda::synchronize(i as i64);
-    }
-}
-
-fn mib(bytes: Option<u64>) -> String {
-    bytes.map_or("-".into(), |b| format!("{:.0} MiB", b as f64 / (1u64 << 20) as f64))
-}
-
 /// "channels-last" or "contiguous".
 fn layout_name(channels_last: bool) -> &'static str {
     if channels_last {
@@ -418,175 +305,6 @@ fn layout_name(channels_last: bool) -> &'static str {
     } else {
         "contiguous"
     }
-}
-
-/// The layout of a measurement: its own, or the report's in reports from before layouts were
-/// compared (channels-last, the default then).
-fn layout_of(r: &BenchReport, b: &BackboneBench) -> bool {
-    b.channels_last.or(r.channels_last).unwrap_or(true)
-}
-
-/// The report as the text table `bench` prints.
-pub fn table(r: &BenchReport) -> String {
-    let d = &r.data;
-    let mut s = format!(
-        "deep-coral bench: {}, {} threads, batch {} source + {} target, lambda {}, {} timed iterations after {} warm-up ({} per figure){}\n",
-        r.device,
-        r.threads,
-        r.batch_size,
-        r.batch_size,
-        r.lambda,
-        r.iterations,
-        r.warmup,
-        if r.median { "median" } else { "mean" },
-        if r.process_per_cell { ", each cell in a process of its own" } else { "" }
-    );
-    s += &format!(
-        "allocator: freed memory {} (runtime::keep_freed_memory; DEEP_CORAL_RELEASE_MEMORY=1 turns it off)\n",
-        if r.keep_freed_memory { "kept in the heap (on)" } else { "returned to the kernel (off)" }
-    );
-    s += &format!(
-        "data: {} + {}: {} images ({:.0} MiB) decoded into memory in {:.2} s = {:.0} img/s; peak RSS then {}\n\n",
-        d.source,
-        d.target,
-        d.images,
-        d.bytes as f64 / (1u64 << 20) as f64,
-        d.build_s,
-        d.decode_img_per_s,
-        mib(d.peak_rss_bytes)
-    );
-    s += &format!(
-        "{:<14} {:<9} {:<13} {:<10} {:>12} {:>9} {:>11} {:>12} {:>12} {:>13} {:>13} {:>16} {:>14} {:>10}\n",
-        "backbone",
-        "precision",
-        "layout",
-        "weights",
-        "limit img/s",
-        "batch ms",
-        "batch/step",
-        "train img/s",
-        "train/limit",
-        "inline/limit",
-        "ahead/inline",
-        "train img/s λ=0",
-        "time λ=0/λ>0",
-        "peak RSS"
-    );
-    for b in &r.backbones {
-        let inline = b.train_inline.map(|t| t.img_per_s);
-        let opt = |x: Option<f64>| x.map_or("-".to_string(), |x| format!("{x:.2}"));
-        s += &format!(
-            "{:<14} {:<9} {:<13} {:<10} {:>12.1} {:>9} {:>11} {:>12.1} {:>12.2} {:>13} {:>13} {:>16.1} {:>14.2} {:>10}\n",
-            b.backbone.name(),
-            b.precision.name(),
-            layout_name(layout_of(r, b)),
-            if b.weights.is_some() { "pretrained" } else { "random" },
-            b.limit.img_per_s,
-            b.batch.map_or("-".to_string(), |t| format!("{:.0}", 1000.0 * t.s_per_iter)),
-            b.batch.map_or("-".to_string(), |t| format!("{:.1}%", 100.0 * t.s_per_iter / b.limit.s_per_iter)),
-            b.train.img_per_s,
-            b.train_over_limit,
-            opt(inline.map(|i| i / b.limit.img_per_s)),
-            opt(inline.map(|i| b.train.img_per_s / i)),
-            b.train_lambda0.img_per_s,
-            b.lambda0_over_lambda_time,
-            mib(b.peak_rss_bytes)
-        );
-    }
-    s += &precision_ratios(r);
-    s += &layout_ratios(r);
-    s += "\nimg/s counts source + target images. limit: train::update (forward both branches, class + \
-          lambda * CORAL, backward, SGD) on one batch already in tensors. batch ms: making one batch (source + target: sampling, crops, \
-          mirrors, tensors) alone on the loop's thread; batch/step: its time against limit's. train: the loop's iteration on the \
-          decoded images (sampling, crops, mirrors, tensors made one iteration ahead on a second thread, then \
-          update); inline: the same with the batch made before each update (prefetch: false); ahead/inline: \
-          the gain of prefetching.\n";
-    if r.backbones.iter().any(|b| b.weights.is_none()) {
-        s += "random: no weights file for that backbone (see --weights): random initialisation, updated at \
-              learning rate 0 (random weights diverge within a few steps at the training rate); the work per \
-              iteration is the same.\n";
-    }
-    if !r.peak_rss_per_backbone {
-        s += "peak RSS could not be reset between backbones: each includes the backbones before it.\n";
-    }
-    s
-}
-
-/// The measurement of `backbone` in `precision` and layout `channels_last`, if there is one.
-fn find<'r>(
-    r: &'r BenchReport,
-    backbone: Backbone,
-    precision: Precision,
-    channels_last: bool,
-) -> Option<&'r BackboneBench> {
-    r.backbones.iter().find(|b| b.backbone == backbone && b.precision == precision && layout_of(r, b) == channels_last)
-}
-
-/// bf16 against fp32 per backbone and layout measured in both: speed ratios and memory, in
-/// this run.
-fn precision_ratios(r: &BenchReport) -> String {
-    let mut rows = String::new();
-    let mut seen = Vec::new();
-    for b in &r.backbones {
-        let key = (b.backbone, layout_of(r, b));
-        if seen.contains(&key) {
-            continue;
-        }
-        seen.push(key);
-        let (Some(fp32), Some(bf16)) = (find(r, key.0, Precision::Fp32, key.1), find(r, key.0, Precision::Bf16, key.1))
-        else {
-            continue;
-        };
-        rows += &format!(
-            "{:<14} {:<13} {:>18.2} {:>18.2} {:>18.2} {:>22}\n",
-            b.backbone.name(),
-            layout_name(key.1),
-            bf16.limit.img_per_s / fp32.limit.img_per_s,
-            bf16.train.img_per_s / fp32.train.img_per_s,
-            bf16.train_lambda0.img_per_s / fp32.train_lambda0.img_per_s,
-            format!("{} / {}", mib(bf16.peak_rss_bytes), mib(fp32.peak_rss_bytes)),
-        );
-    }
-    if rows.is_empty() {
-        return rows;
-    }
-    format!(
-        "\nbf16 / fp32 (img/s ratios; the same run, batch and images):\n{:<14} {:<13} {:>18} {:>18} {:>18} {:>22}\n{rows}",
-        "backbone", "layout", "limit bf16/fp32", "train bf16/fp32", "train λ=0 bf16/fp32", "peak RSS bf16 / fp32"
-    )
-}
-
-/// Channels-last against contiguous per backbone and precision measured in both, and which
-/// is faster for the full iteration.
-fn layout_ratios(r: &BenchReport) -> String {
-    let mut rows = String::new();
-    let mut seen = Vec::new();
-    for b in &r.backbones {
-        let key = (b.backbone, b.precision);
-        if seen.contains(&key) {
-            continue;
-        }
-        seen.push(key);
-        let (Some(cl), Some(nchw)) = (find(r, key.0, key.1, true), find(r, key.0, key.1, false)) else {
-            continue;
-        };
-        let train = cl.train.img_per_s / nchw.train.img_per_s;
-        rows += &format!(
-            "{:<14} {:<9} {:>22.2} {:>22.2} {:>10}\n",
-            b.backbone.name(),
-            b.precision.name(),
-            cl.limit.img_per_s / nchw.limit.img_per_s,
-            train,
-            layout_name(train >= 1.0),
-        );
-    }
-    if rows.is_empty() {
-        return rows;
-    }
-    format!(
-        "\nchannels-last / contiguous (img/s ratios; the same run, batch and images):\n{:<14} {:<9} {:>22} {:>22} {:>10}\n{rows}",
-        "backbone", "precision", "limit last/contiguous", "train last/contiguous", "faster"
-    )
 }
 
 impl BenchReport {

@@ -52,7 +52,8 @@ fn bench_writes_every_number() {
             && table.contains("limit img/s")
             && table.contains("ahead/inline")
             && table.contains("batch ms")
-            && table.contains("(median per figure), each cell in a process of its own"),
+            && table.contains("(median per figure), each cell in a process of its own")
+            && table.contains("rounds: limit, train, train at λ = 0 and inline"),
         "{table}"
     );
     assert!(table.contains("bf16 / fp32") && table.contains("train bf16/fp32"), "no precision ratios: {table}");
@@ -65,8 +66,8 @@ fn bench_writes_every_number() {
 fn check_backbone(b: &Value, positive: impl Fn(&Value, &str)) {
     assert_eq!(b["backbone"], "squeezenet1_1");
     assert!(b["weights"].as_str().unwrap().ends_with("squeezenet1_1-caffe-imagenet.safetensors"));
+    assert_eq!(b["lr"], 0.0, "updates at rate 0: the weights stay as loaded");
     for p in [
-        "/lr",
         "/limit/s_per_iter",
         "/limit/img_per_s",
         "/batch/s_per_iter",
@@ -83,4 +84,11 @@ fn check_backbone(b: &Value, positive: impl Fn(&Value, &str)) {
     ] {
         positive(b, p);
     }
+    // One value per timed round (--iterations 1), for every ratio of the round.
+    for ratio in ["train_over_limit", "inline_over_limit", "ahead_over_inline", "lambda0_over_lambda_time"] {
+        let per_round = b["rounds"][ratio].as_array().unwrap_or_else(|| panic!("rounds.{ratio} missing in {b}"));
+        assert_eq!(per_round.len(), 1, "rounds.{ratio}: {b}");
+        positive(b, &format!("/rounds/{ratio}/0"));
+    }
+    assert_eq!(b["train_over_limit"], b["rounds"]["train_over_limit"][0], "the median of one round is that round");
 }
