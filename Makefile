@@ -88,13 +88,15 @@ plot: build
 # compute limit, the full iteration at lambda and 0 with batches made ahead, the same made inline,
 # decoding, peak memory), then the standard PyTorch pipeline (bench/pytorch_pipeline.py:
 # ImageFolder + DataLoader) with the same backbones, precisions, layouts, batch, threads,
-# iterations and data, then both side by side. Quick smoke run:
+# iterations and data, then both side by side, then each train/limit with an interval of its
+# median over the rounds (bench/rounds.py; 6 rounds or more). Quick smoke run:
 #   make bench BENCH_FLAGS="--batch-size 8 --iterations 2"
 bench: build
 	@mkdir -p $(BENCH_OUT)
 	$(BIN) bench $(BENCH_FLAGS) --json $(BENCH_OUT)/deep-coral.json
 	$(PY) bench/pytorch_pipeline.py --like $(BENCH_OUT)/deep-coral.json $(PYTORCH_BENCH_FLAGS) > $(BENCH_OUT)/pytorch.jsonl
 	$(PY) bench/compare.py $(BENCH_OUT)/deep-coral.json $(BENCH_OUT)/pytorch.jsonl
+	$(PY) bench/rounds.py $(BENCH_OUT)/deep-coral.json
 
 # The Slurm daemons and clients the Slurm tests start a private cluster with (Debian 12's
 # slurmctld slurmd slurm-client munge; root or sudo; nothing when they are there already).

@@ -43,6 +43,7 @@ run)
   "$G/deep-coral" bench --device "$DEVICE" --data-root "$G/data" --source amazon --target webcam \
     --weights "squeezenet1_1=$W" --batch-size "$BATCH" --iterations "$BENCH_ITERATIONS" \
     --json "$OUT/bench.json" 2>&1 | tee "$OUT/bench.txt"
+  "$PY" bench/rounds.py "$OUT/bench.json" | tee "$OUT/rounds.txt"
   if "$PY" -c 'import torchvision' 2>/dev/null; then
     "$PY" bench/pytorch_pipeline.py --like "$OUT/bench.json" --num-workers "${WORKERS:-4}" > "$OUT/pytorch.jsonl"
     "$PY" bench/compare.py "$OUT/bench.json" "$OUT/pytorch.jsonl" | tee "$OUT/compare.txt"
