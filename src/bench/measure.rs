@@ -28,21 +28,6 @@ use crate::train::step;
 
 use super::{config, layout_name, BackboneBench, BenchOptions, RoundRatios, Timing};
 
-/// What one iteration of a round runs.
-#[derive(Clone, Copy)]
-enum Kind {
-    /// `step::update` on one batch already in tensors.
-    Limit,
-    /// The loop's iteration at `lambda`: the batch from a feed that makes it ahead, then update.
-    Ahead,
-    /// The same at lambda = 0.
-    AheadLambda0,
-    /// The loop's iteration at `lambda` with the batch made inline (`prefetch: false`).
-    Inline,
-}
-
-const KINDS: [Kind; 4] = [Kind::Limit, Kind::Ahead, Kind::AheadLambda0, Kind::Inline];
-
 pub(super) fn bench_backbone(
     opts: &BenchOptions,
     backbone: Backbone,
@@ -82,38 +67,35 @@ pub(super) fn bench_backbone(
         Ok(())
     })?;
 
-    // The loop kinds' configs, each for the whole measurement.
+    // The loop kinds, each for the whole measurement: batches made ahead at `lambda`, at 0, and
+    // made inline (`prefetch: false`). A round runs the limit (kind 0), then these (kinds 1-3).
     let ahead = TrainConfig { iterations: total, ..cfg.clone() };
-    let ahead0 = TrainConfig { lambda: 0.0, ..ahead.clone() };
-    let inline = TrainConfig { prefetch: false, ..ahead.clone() };
+    let loops = [ahead.clone(), TrainConfig { lambda: 0.0, ..ahead.clone() }, TrainConfig { prefetch: false, ..ahead }];
     eprintln!(
         "bench {backbone} ({what}): {total} rounds of limit, loop at lambda {} (batches ahead), at 0, and inline",
         cfg.lambda
     );
     let times = std::thread::scope(|scope| -> Result<[Vec<f64>; 4]> {
         let input = model.input;
-        let mut streams = [&ahead, &ahead0, &inline].map(|c| Streams::fresh(c, data));
-        let mut feeds = [&ahead, &ahead0, &inline]
-            .iter()
-            .zip(&streams)
-            .map(|(&c, s)| Feed::start(scope, data, c, input, s, 0, device))
-            .collect::<Vec<_>>();
-        let mut times: [Vec<f64>; 4] = Default::default();
+        let mut streams = loops.each_ref().map(|c| Streams::fresh(c, data));
+        let mut feeds: Vec<Feed> =
+            loops.iter().zip(&streams).map(|(c, s)| Feed::start(scope, data, c, input, s, 0, device)).collect();
+        let mut times: [Vec<f64>; 4] = Default::default(); // per kind
         for round in 0..total {
-            for k in 0..KINDS.len() {
-                let i = (round + k) % KINDS.len(); // the order rotates from round to round
+            for k in 0..times.len() {
+                let kind = (round + k) % times.len(); // the order rotates from round to round
                 let clock = Instant::now();
-                match KINDS[i] {
-                    Kind::Limit => finite(step::update(&mut model, &cfg, &batch, round)?)?,
-                    Kind::Ahead | Kind::AheadLambda0 | Kind::Inline => {
-                        let c = [&ahead, &ahead0, &inline][i - 1];
-                        let b = feeds[i - 1].next(data, c, &input, &mut streams[i - 1], device)?;
-                        finite(step::update(&mut model, c, &b, round)?)?;
+                let stats = match kind.checked_sub(1) {
+                    None => step::update(&mut model, &cfg, &batch, round)?,
+                    Some(l) => {
+                        let b = feeds[l].next(data, &loops[l], &input, &mut streams[l], device)?;
+                        step::update(&mut model, &loops[l], &b, round)?
                     }
-                }
+                };
+                finite(stats)?;
                 sync(device);
                 if round >= opts.warmup {
-                    times[i].push(clock.elapsed().as_secs_f64());
+                    times[kind].push(clock.elapsed().as_secs_f64());
                 }
             }
         }
@@ -129,7 +111,7 @@ pub(super) fn bench_backbone(
         lambda0_over_lambda_time: per_round(train0, train),
     };
     let timing = |t: &[f64]| {
-        let s_per_iter = median(&mut t.to_vec());
+        let s_per_iter = median(t);
         Timing { s_per_iter, img_per_s: images as f64 / s_per_iter }
     };
     Ok(BackboneBench {
@@ -143,8 +125,8 @@ pub(super) fn bench_backbone(
         train: timing(train),
         train_lambda0: timing(train0),
         train_inline: Some(timing(train_inline)),
-        train_over_limit: median(&mut rounds.train_over_limit.clone()),
-        lambda0_over_lambda_time: median(&mut rounds.lambda0_over_lambda_time.clone()),
+        train_over_limit: median(&rounds.train_over_limit),
+        lambda0_over_lambda_time: median(&rounds.lambda0_over_lambda_time),
         rounds: Some(rounds),
         peak_rss_bytes: crate::train::runtime::peak_rss_bytes(),
     })
@@ -176,12 +158,13 @@ fn time(opts: &BenchOptions, images: usize, device: Device, mut f: impl FnMut(us
         sync(device);
         times.push(clock.elapsed().as_secs_f64());
     }
-    let s_per_iter = median(&mut times);
+    let s_per_iter = median(&times);
     Ok(Timing { s_per_iter, img_per_s: images as f64 / s_per_iter })
 }
 
 /// The middle value (the mean of the two middle ones for an even count).
-pub(super) fn median(xs: &mut [f64]) -> f64 {
+pub(super) fn median(xs: &[f64]) -> f64 {
+    let mut xs = xs.to_vec();
     xs.sort_by(f64::total_cmp);
     let n = xs.len();
     if n % 2 == 1 {
@@ -203,7 +186,7 @@ mod tests {
 
     #[test]
     fn median_of_odd_and_even_counts() {
-        assert_eq!(median(&mut [3.0, 1.0, 2.0]), 2.0);
-        assert_eq!(median(&mut [4.0, 1.0, 3.0, 2.0]), 2.5);
+        assert_eq!(median(&[3.0, 1.0, 2.0]), 2.0);
+        assert_eq!(median(&[4.0, 1.0, 3.0, 2.0]), 2.5);
     }
 }

@@ -69,11 +69,9 @@ pub fn table(r: &BenchReport) -> String {
         // The round's own ratios where the report has rounds; else ratios of the medians.
         let inline = b.train_inline.map(|t| t.img_per_s);
         let (inline_over_limit, ahead_over_inline, spread) = match &b.rounds {
-            Some(r) => (
-                Some(median(&mut r.inline_over_limit.clone())),
-                Some(median(&mut r.ahead_over_inline.clone())),
-                min_max(&r.train_over_limit),
-            ),
+            Some(r) => {
+                (Some(median(&r.inline_over_limit)), Some(median(&r.ahead_over_inline)), min_max(&r.train_over_limit))
+            }
             None => (inline.map(|i| i / b.limit.img_per_s), inline.map(|i| b.train.img_per_s / i), "-".into()),
         };
         s += &format!(
@@ -122,13 +120,12 @@ pub fn table(r: &BenchReport) -> String {
 
 /// "lo-hi" of a round's ratios.
 fn min_max(xs: &[f64]) -> String {
+    if xs.is_empty() {
+        return "-".into();
+    }
     let lo = xs.iter().copied().fold(f64::INFINITY, f64::min);
     let hi = xs.iter().copied().fold(f64::NEG_INFINITY, f64::max);
-    if xs.is_empty() {
-        "-".into()
-    } else {
-        format!("{lo:.2}-{hi:.2}")
-    }
+    format!("{lo:.2}-{hi:.2}")
 }
 
 /// The measurement of `backbone` in `precision` and layout `channels_last`, if there is one.
